@@ -1,0 +1,195 @@
+"""cevit's own checkpoint format: one safetensors file whose metadata carries everything needed to use it.
+
+Metadata keys (all JSON strings, as safetensors metadata is str → str):
+
+* ``format`` — ``"cevit-checkpoint"``; ``format_version`` — ``"1"``
+* ``preset`` — the preset name the architecture came from (informational)
+* ``config`` — the full :class:`~cevit.models.CrossEfficientViTConfig`
+* ``preprocessing`` — the :class:`~cevit.preprocess.Preprocessing` contract
+* ``provenance`` — free-form JSON: data, recipe, metrics, git commit, ... (given to :func:`save_checkpoint`)
+* ``created`` — ISO-8601 UTC creation time
+
+Loading never executes code (safetensors holds only tensors), matches keys strictly and names missing and
+unexpected keys and the file in its errors. Tensors stored as fp16 are cast to fp32 on load.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cevit.config import from_dict, to_dict
+from cevit.errors import CheckpointError, CevitError
+from cevit.models.cross_efficient_vit import CrossEfficientViT, CrossEfficientViTConfig
+from cevit.preprocess import Preprocessing
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CheckpointInfo",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_info",
+    "file_sha256",
+    "load_state_dict_strict",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "cevit-checkpoint"
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointInfo:
+    """What a checkpoint file says about itself (without building the model)."""
+
+    path: str
+    sha256: str
+    preset: str | None
+    config: CrossEfficientViTConfig
+    preprocessing: Preprocessing
+    provenance: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    dtype: str = "float32"
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    model: CrossEfficientViT, path: str | Path, *, half: bool = False, **provenance: Any
+) -> str:
+    """Write ``model`` to ``path`` (safetensors + metadata); returns the file's SHA-256.
+
+    ``provenance`` keyword arguments (data, recipe, metrics, git_commit, ...) must be JSON-serialisable.
+    ``half=True`` stores floating-point tensors as fp16 (half the size; check the logit drift before shipping).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    try:
+        provenance_json = json.dumps(provenance, sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: provenance is not JSON-serialisable ({exc})") from None
+    tensors = {}
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().cpu()
+        if half and t.is_floating_point():
+            t = t.half()
+        tensors[key] = t.contiguous()
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "preset": json.dumps(model.preset_name),
+        "config": json.dumps(to_dict(model.config), sort_keys=True),
+        "preprocessing": json.dumps(to_dict(model.preprocessing), sort_keys=True),
+        "provenance": provenance_json,
+        "created": json.dumps(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
+        "dtype": json.dumps("float16" if half else "float32"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the final name
+    digest = file_sha256(path)
+    log.info("saved checkpoint %s (sha256 %s)", path, digest)
+    return digest
+
+
+def _safe_open_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # safetensors raises SafetensorError / OSError for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Parse and validate a cevit checkpoint's metadata."""
+    path = Path(path)
+    meta = _safe_open_metadata(path)
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{path}: not a cevit checkpoint (metadata 'format' is {meta.get('format')!r}); "
+            "convert the authors' .pth with `cevit convert-original`"
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format version {meta.get('format_version')!r} "
+            f"(this cevit reads version {FORMAT_VERSION})"
+        )
+    try:
+        config = from_dict(CrossEfficientViTConfig, json.loads(meta["config"]), source=f"{path} [config]")
+        preprocessing = from_dict(Preprocessing, json.loads(meta["preprocessing"]), source=f"{path} [preprocessing]")
+        provenance = json.loads(meta.get("provenance", "{}"))
+        preset = json.loads(meta.get("preset", "null"))
+        created = json.loads(meta.get("created", "null"))
+        dtype = json.loads(meta.get("dtype", '"float32"'))
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+    except CevitError as exc:
+        raise CheckpointError(str(exc)) from None
+    return CheckpointInfo(
+        path=str(path), sha256=file_sha256(path), preset=preset, config=config, preprocessing=preprocessing,
+        provenance=provenance, created=created, dtype=dtype,
+    )  # fmt: skip
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load ``state`` into ``model`` requiring the same keys and shapes; errors name the keys and ``source``."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+            )
+        raise CheckpointError(f"{source}: weights do not match the model: {'; '.join(parts)}")
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"{source}: tensor shapes do not match the model: {'; '.join(wrong[:8])}")
+    cast = {k: v.to(dtype=expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(cast, strict=True)
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> CrossEfficientViT:
+    """Build the model described by a cevit checkpoint and load its weights (eval mode, fp32).
+
+    The returned model has ``checkpoint_info`` (a :class:`CheckpointInfo`, with the file's SHA-256) attached.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    info = read_checkpoint_info(path)
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read tensors ({exc})") from None
+    model = CrossEfficientViT(config=info.config, preprocessing=info.preprocessing, preset_name=info.preset)
+    load_state_dict_strict(model, state, source=str(path))
+    model.checkpoint_info = info
+    log.info("loaded checkpoint %s (sha256 %s)", path, info.sha256)
+    return model.to(device).eval()

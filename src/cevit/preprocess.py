@@ -1,0 +1,167 @@
+"""The preprocessing contract: how a detected face becomes the model's input tensor.
+
+The contract is defined once, here, and travels with every checkpoint (see :mod:`cevit.checkpoint`), so
+training, validation and inference always turn faces into tensors the same way:
+
+1. **Crop** (:func:`crop_face`): the detector's box is made square by growing its shorter side
+   symmetrically, then grown by ``crop_margin`` (a fraction of the square side, split equally between
+   both sides). Parts outside the frame are either cut away (``crop_border="clip"``, the authors'
+   convention: the crop may then be non-square) or filled with zeros (``crop_border="pad"``: the crop is
+   always square and the face stays centred).
+2. **Resize** (:func:`resize_face`) to ``input_size``: ``"isotropic_pad"`` scales the longer side to
+   ``input_size`` keeping the aspect ratio and pads the rest with zeros, image centred; ``"stretch"``
+   scales both sides to ``input_size``. Shrinking uses area interpolation, enlarging bicubic.
+3. **To tensor** (:func:`to_tensor`): channel order (``RGB`` or ``BGR``), values divided by
+   ``value_scale`` (255 → [0, 1]; 1 → raw 0–255), then ``(x - mean) / std`` when a mean/std is given.
+
+Frames enter as ``uint8`` RGB arrays of shape (H, W, 3) everywhere in cevit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from cevit.errors import ConfigError
+
+__all__ = [
+    "Preprocessing",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "square_box",
+    "crop_face",
+    "resize_face",
+    "to_tensor",
+    "preprocess_faces",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preprocessing:
+    """Everything needed to turn a face in a frame into the model's input, stored with each checkpoint."""
+
+    input_size: int
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    value_scale: float = 255.0
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
+    resize_mode: Literal["stretch", "isotropic_pad"] = "stretch"
+    crop_margin: float = 0.0
+    crop_border: Literal["clip", "pad"] = "pad"
+
+    def __post_init__(self) -> None:
+        if self.input_size < 16:
+            raise ConfigError(f"preprocessing.input_size must be >= 16, got {self.input_size}")
+        if self.value_scale <= 0:
+            raise ConfigError(f"preprocessing.value_scale must be > 0, got {self.value_scale}")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("preprocessing.mean and preprocessing.std must be given together")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ConfigError(f"preprocessing.std must be positive, got {self.std}")
+        if not 0.0 <= self.crop_margin <= 2.0:
+            raise ConfigError(f"preprocessing.crop_margin must be in [0, 2], got {self.crop_margin}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ConfigError(f"preprocessing.channel_order must be RGB or BGR, got {self.channel_order!r}")
+        if self.resize_mode not in ("stretch", "isotropic_pad"):
+            raise ConfigError(f"preprocessing.resize_mode must be stretch or isotropic_pad, got {self.resize_mode!r}")
+        if self.crop_border not in ("clip", "pad"):
+            raise ConfigError(f"preprocessing.crop_border must be clip or pad, got {self.crop_border!r}")
+
+
+def square_box(box: Sequence[float], margin: float = 0.0) -> tuple[int, int, int, int]:
+    """Make ``box`` = (x1, y1, x2, y2) square around its centre and grow it by ``margin``.
+
+    The shorter side is grown symmetrically to the longer one; then ``margin`` × side is added, half on each
+    side. Returns integer pixel coordinates (x2/y2 exclusive); the box may extend beyond the frame.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    if not (w > 0 and h > 0):
+        raise ValueError(f"degenerate face box {tuple(box)}")
+    side = max(w, h) * (1.0 + margin)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    nx1 = int(round(cx - side / 2.0))
+    ny1 = int(round(cy - side / 2.0))
+    s = max(1, int(round(side)))
+    return nx1, ny1, nx1 + s, ny1 + s
+
+
+def crop_face(frame: np.ndarray, box: Sequence[float], spec: Preprocessing) -> np.ndarray:
+    """Cut the face at ``box`` out of the full-resolution RGB ``frame`` following ``spec``'s crop rule."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) frame, got shape {frame.shape}")
+    H, W = frame.shape[:2]
+    x1, y1, x2, y2 = square_box(box, spec.crop_margin)
+    cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
+    if cx2 <= cx1 or cy2 <= cy1:
+        raise ValueError(f"face box {tuple(box)} lies outside the {W}x{H} frame")
+    inside = frame[cy1:cy2, cx1:cx2]
+    if spec.crop_border == "clip":
+        return np.ascontiguousarray(inside)
+    out = np.zeros((y2 - y1, x2 - x1, 3), dtype=frame.dtype)
+    out[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1] = inside
+    return out
+
+
+def resize_face(crop: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Resize a face crop to (input_size, input_size, 3) uint8 following ``spec.resize_mode``."""
+    import cv2
+
+    size = spec.input_size
+    h, w = crop.shape[:2]
+    if spec.resize_mode == "stretch":
+        if (h, w) == (size, size):
+            return crop
+        interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_CUBIC
+        return cv2.resize(crop, (size, size), interpolation=interp)
+    # isotropic_pad: longer side to `size`, keep aspect, centre on a zero canvas
+    if max(h, w) != size:
+        scale = size / max(h, w)
+        nw, nh = (size, int(h * scale)) if w > h else (int(w * scale), size)
+        interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+        crop = cv2.resize(crop, (max(nw, 1), max(nh, 1)), interpolation=interp)
+        h, w = crop.shape[:2]
+    if (h, w) == (size, size):
+        return crop
+    out = np.zeros((size, size, 3), dtype=crop.dtype)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = crop
+    return out
+
+
+def to_tensor(faces: np.ndarray | Sequence[np.ndarray], spec: Preprocessing) -> torch.Tensor:
+    """Stack resized RGB uint8 faces (N, S, S, 3) into the model's float input (N, 3, S, S)."""
+    arr = np.stack(list(faces)) if not isinstance(faces, np.ndarray) else faces
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) faces, got shape {arr.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()  # (N, 3, S, S), RGB 0-255
+    if spec.channel_order == "BGR":
+        x = x.flip(1)
+    if spec.value_scale != 1.0:
+        x = x / spec.value_scale
+    if spec.mean is not None and spec.std is not None:
+        mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    return x.contiguous()
+
+
+def preprocess_faces(
+    frames: Sequence[np.ndarray], boxes: Sequence[Sequence[float]], spec: Preprocessing
+) -> torch.Tensor:
+    """Crop, resize and tensorise one face per (frame, box) pair: the single path used everywhere."""
+    if len(frames) != len(boxes):
+        raise ValueError("frames and boxes must have the same length")
+    if not boxes:
+        return torch.empty((0, 3, spec.input_size, spec.input_size))
+    faces = [resize_face(crop_face(f, b, spec), spec) for f, b in zip(frames, boxes)]
+    return to_tensor(faces, spec)
