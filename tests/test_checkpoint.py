@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from cevit.checkpoint import file_sha256, load_checkpoint, read_checkpoint_info, save_checkpoint
+from cevit.errors import CheckpointError
+from cevit.models import create_model
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return create_model("CROSS-EFFICIENT-VIT-V1", image_size=64, depth=1).eval()
+
+
+def test_save_load_roundtrip_identical_outputs(small_model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    digest = save_checkpoint(small_model, path, data="unit test", metrics={"auc": 0.5})
+    assert digest == file_sha256(path) and len(digest) == 64
+    loaded = load_checkpoint(path)
+    assert not loaded.training
+    assert loaded.config == small_model.config and loaded.preprocessing == small_model.preprocessing
+    assert loaded.preset_name == "CROSS-EFFICIENT-VIT-V1"
+    info = loaded.checkpoint_info
+    assert info.sha256 == digest and info.provenance == {"data": "unit test", "metrics": {"auc": 0.5}}
+    assert info.created and info.created.endswith("+00:00")
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), small_model(x), rtol=0, atol=0)
+
+
+def test_half_storage_is_smaller_and_close(small_model, tmp_path):
+    full, half = tmp_path / "f.safetensors", tmp_path / "h.safetensors"
+    save_checkpoint(small_model, full)
+    save_checkpoint(small_model, half, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_checkpoint(half)
+    assert read_checkpoint_info(half).dtype == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert (loaded(x) - small_model(x)).abs().max() < 1e-2
+
+
+def test_wrong_keys_are_named(small_model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_model, path)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    state = load_file(str(path))
+    state.pop("sm_mlp_head.1.bias")
+    state["extra.weight"] = torch.zeros(2)
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad), metadata=meta)
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(bad)
+    msg = str(exc.value)
+    assert str(bad) in msg and "missing key(s): sm_mlp_head.1.bias" in msg and "unexpected key(s): extra.weight" in msg
+
+
+def test_wrong_shape_is_named(small_model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_model, path)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    state = load_file(str(path))
+    state["sm_mlp_head.1.bias"] = torch.zeros(3)
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"sm_mlp_head\.1\.bias \(3,\) != \(1,\)"):
+        load_checkpoint(path)
+
+
+def test_truncated_file(small_model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_model, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"a": torch.zeros(1)}, str(plain))
+    with pytest.raises(CheckpointError, match="not a cevit checkpoint"):
+        load_checkpoint(plain)
+    text = tmp_path / "text.safetensors"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(text)
+
+
+def test_bad_metadata_config(small_model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_model, path)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as fh:
+        meta = dict(fh.metadata())
+    cfg = json.loads(meta["config"])
+    cfg["surprise"] = 1
+    meta["config"] = json.dumps(cfg)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="unknown key"):
+        load_checkpoint(path)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/cevit_pwned_marker",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    import os
+
+    from cevit.convert import load_original_checkpoint
+
+    marker = "/tmp/cevit_pwned_marker"
+    if os.path.exists(marker):
+        os.remove(marker)
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"x": _Evil()}, fh)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_original_checkpoint(path)
+    # also through torch's zip format
+    path2 = tmp_path / "evil2.pth"
+    torch.save({"x": _Evil()}, path2)
+    with pytest.raises(CheckpointError):
+        load_original_checkpoint(path2)
+    assert not os.path.exists(marker)
