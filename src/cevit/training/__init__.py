@@ -1,0 +1,1 @@
+"""Training utilities of cevit (pseudo-fake generation, data, loops)."""
