@@ -1,0 +1,1 @@
+"""Inference: the analysis pipeline, aggregation rules and reports."""

@@ -1,0 +1,80 @@
+"""Inference-time speed-ups that keep the numbers: BatchNorm folding, symmetric-padding folding, channels-last.
+
+:func:`optimize_for_inference` returns an optimised COPY of a model for CPU/GPU inference (eval mode only):
+
+* every Conv → BatchNorm pair of the EfficientNet extractors becomes one convolution with a bias
+  (``w' = w·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)``);
+* TF-"same" padding that happens to be symmetric is moved into the convolution's own ``padding`` (one tensor
+  copy less per layer); asymmetric padding (stride-2 layers) is kept as is;
+* weights and inputs use the channels-last memory format, which PyTorch's CPU (oneDNN) and cuDNN
+  convolutions run faster.
+
+The result matches the original to float rounding (tested: ≤ 1e-4 on logits). Training must use the original.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from cevit.models.cross_efficient_vit import CrossEfficientViT
+from cevit.models.efficientnet import EfficientNetFeatures
+
+__all__ = ["fold_conv_bn", "optimize_for_inference", "to_model_input"]
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold ``bn`` (in eval statistics) into ``conv`` in place; the caller replaces ``bn`` by Identity."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
+    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    conv.bias = nn.Parameter(bias.detach().clone())
+
+
+def _fold_padding(conv: nn.Conv2d) -> None:
+    pad = getattr(conv, "static_padding", None)
+    if isinstance(pad, nn.ZeroPad2d):
+        left, right, top, bottom = pad.padding
+        if left == right and top == bottom and conv.padding == (0, 0):
+            conv.padding = (top, left)
+            conv.static_padding = nn.Identity()
+
+
+def _optimize_extractor(net: EfficientNetFeatures) -> None:
+    pairs = [(net, "_conv_stem", "_bn0")]
+    for block in net._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    if net.include_head:
+        pairs.append((net, "_conv_head", "_bn1"))
+    for owner, conv_name, bn_name in pairs:
+        conv = getattr(owner, conv_name)
+        fold_conv_bn(conv, getattr(owner, bn_name))
+        setattr(owner, bn_name, nn.Identity())
+        _fold_padding(conv)
+
+
+def optimize_for_inference(model: CrossEfficientViT, *, channels_last: bool = True) -> CrossEfficientViT:
+    """An eval-mode copy of ``model`` with BatchNorm folded and (optionally) channels-last weights."""
+    fast = copy.deepcopy(model).eval()
+    for embedder in (fast.sm_image_embedder, fast.lg_image_embedder):
+        _optimize_extractor(embedder.efficient_net)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    fast.channels_last = channels_last
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
+
+
+def to_model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Put an input batch in the memory format the (possibly optimised) model prefers."""
+    if getattr(model, "channels_last", False):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
