@@ -26,3 +26,47 @@ def shared_dir() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+SAMPLE_FACE = PROJECT_ROOT / "src" / "cevit" / "samples" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="session")
+def face_rgb():
+    """The shipped public-domain sample photo (one face) as an RGB uint8 array."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(SAMPLE_FACE).convert("RGB"))
+
+
+def write_test_video(path, frames, *, rate: int = 10):
+    """Encode RGB uint8 frames (all the same even size) into a small video with PyAV."""
+    import av
+
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            stream.codec_context.options = {"preset": "ultrafast", "crf": "18"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A small V1-family checkpoint with RANDOM weights, for pipeline mechanics only (scores are meaningless)."""
+    from cevit.checkpoint import save_checkpoint
+    from cevit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("CROSS-EFFICIENT-VIT-V1", image_size=96, depth=1)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(model, path, note="random weights for tests")
+    return path

@@ -1,0 +1,1 @@
+"""Command-line interface (``cevit``): parses arguments, calls the library, formats results."""

@@ -1,0 +1,72 @@
+"""``cevit info``: build a model (a preset or a checkpoint) and print its summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print a model summary (preset or checkpoint)",
+                       description="Build the default model (or a named preset / checkpoint) and print its summary.")
+    p.add_argument("preset", nargs="?", default=None, help="preset name (default: CROSS-EFFICIENT-VIT-V1)")
+    p.add_argument("--weights", help="summarise this checkpoint instead of a fresh preset")
+    p.add_argument("--list", action="store_true", help="list the presets and exit")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cevit.config import to_dict
+    from cevit.inference.pipeline import bundled_weights_path
+    from cevit.models.registry import DEFAULT_PRESET, PRESETS, create_model
+
+    if args.list:
+        for name, preset in PRESETS.items():
+            bundled = "bundled weights" if bundled_weights_path(name) else "no bundled weights"
+            print(f"{name:24s} {preset.description} [{bundled}]")
+        return 0
+    if args.weights:
+        from cevit.inference.pipeline import _load_weights
+        from pathlib import Path
+
+        model = _load_weights(Path(args.weights))
+    else:
+        model = create_model(args.preset or DEFAULT_PRESET)
+    n_params = sum(p.numel() for p in model.parameters())
+    info = getattr(model, "checkpoint_info", None)
+    summary = {
+        "preset": model.preset_name,
+        "parameters": n_params,
+        "parameters_by_part": {
+            name: sum(p.numel() for p in getattr(model, name).parameters())
+            for name in ("sm_image_embedder", "lg_image_embedder", "multi_scale_encoder", "sm_mlp_head", "lg_mlp_head")
+        },
+        "token_grids": model.token_grids,
+        "config": to_dict(model.config),
+        "preprocessing": to_dict(model.preprocessing),
+        "weights": args.weights or (str(bundled_weights_path(model.preset_name)) if bundled_weights_path(model.preset_name) else "fresh random weights (no checkpoint)"),
+    }
+    if info is not None:
+        summary["checkpoint_sha256"] = info.sha256
+        summary["provenance"] = info.provenance
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"model          {summary['preset']}")
+    print(f"parameters     {n_params:,}")
+    for part, count in summary["parameters_by_part"].items():
+        print(f"  {part:22s} {count:,}")
+    for branch, g in model.token_grids.items():
+        print(f"{branch} branch      {g['channels']} ch, {g['feature_grid']}x{g['feature_grid']} feature map"
+              f" (padded {g['padded_grid']}), patch {g['patch_size']} -> {g['patch_grid']}x{g['patch_grid']}"
+              f" patches + CLS = {g['tokens']} tokens")
+    pp = model.preprocessing
+    print(f"input          {pp.input_size}x{pp.input_size} {pp.channel_order}, /{pp.value_scale:g}, mean {pp.mean}, "
+          f"std {pp.std}, resize {pp.resize_mode}, crop margin {pp.crop_margin}, border {pp.crop_border}")
+    print(f"weights        {summary['weights']}")
+    if info is not None:
+        print(f"sha256         {info.sha256}")
+    return 0
