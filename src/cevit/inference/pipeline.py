@@ -122,12 +122,10 @@ class Detector:
     @torch.inference_mode()
     def score_faces(self, faces: list[np.ndarray]) -> list[float]:
         """P(fake) for resized face crops (S, S, 3) uint8 RGB, in batches of ``options.batch_size``."""
-        from cevit.models.optimize import to_model_input
-
         scores: list[float] = []
         for start in range(0, len(faces), self.options.batch_size):
             x = to_tensor(faces[start : start + self.options.batch_size], self.preprocessing).to(self.device)
-            logits = self.model(to_model_input(x, self.model))
+            logits = self.model(x)
             scores.extend(torch.sigmoid(logits.float()).squeeze(1).tolist())
         return scores
 

@@ -7,7 +7,11 @@
 * TF-"same" padding that happens to be symmetric is moved into the convolution's own ``padding`` (one tensor
   copy less per layer); asymmetric padding (stride-2 layers) is kept as is;
 * weights and inputs use the channels-last memory format, which PyTorch's CPU (oneDNN) and cuDNN
-  convolutions run faster.
+  convolutions run faster;
+* SiLU activations run in place (one large allocation less per activation);
+* on the CPU, a batch is run in micro-batches of ``cpu_micro_batch`` faces: the early layers at 380 px make
+  activations of tens of MB per face, so small micro-batches stay in the CPU caches and run faster per face
+  than one large batch (see ``benchmarks/model_forward.py``).
 
 The result matches the original to float rounding (tested: ≤ 1e-4 on logits). Training must use the original.
 """
@@ -22,7 +26,7 @@ from torch import nn
 from cevit.models.cross_efficient_vit import CrossEfficientViT
 from cevit.models.efficientnet import EfficientNetFeatures
 
-__all__ = ["fold_conv_bn", "optimize_for_inference", "to_model_input"]
+__all__ = ["fold_conv_bn", "optimize_for_inference", "InferenceModel"]
 
 
 @torch.no_grad()
@@ -60,21 +64,39 @@ def _optimize_extractor(net: EfficientNetFeatures) -> None:
         _fold_padding(conv)
 
 
-def optimize_for_inference(model: CrossEfficientViT, *, channels_last: bool = True) -> CrossEfficientViT:
-    """An eval-mode copy of ``model`` with BatchNorm folded and (optionally) channels-last weights."""
+class InferenceModel(nn.Module):
+    """Wraps an optimised model: converts inputs to its memory format and runs CPU micro-batches."""
+
+    def __init__(self, model: CrossEfficientViT, *, channels_last: bool, cpu_micro_batch: int) -> None:
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        self.cpu_micro_batch = cpu_micro_batch
+        self.config = model.config
+        self.preprocessing = model.preprocessing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        step = self.cpu_micro_batch
+        if x.device.type != "cpu" or step <= 0 or x.shape[0] <= step:
+            return self.model(x)
+        return torch.cat([self.model(x[i : i + step]) for i in range(0, x.shape[0], step)], dim=0)
+
+
+def optimize_for_inference(
+    model: CrossEfficientViT, *, channels_last: bool = True, cpu_micro_batch: int = 2
+) -> InferenceModel:
+    """An eval-mode, inference-only copy of ``model`` (BatchNorm folded, channels-last, in-place SiLU)."""
     fast = copy.deepcopy(model).eval()
     for embedder in (fast.sm_image_embedder, fast.lg_image_embedder):
         _optimize_extractor(embedder.efficient_net)
+    for module in list(fast.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.SiLU):
+                setattr(module, name, nn.SiLU(inplace=True))
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    fast.channels_last = channels_last
     for p in fast.parameters():
         p.requires_grad_(False)
-    return fast
-
-
-def to_model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Put an input batch in the memory format the (possibly optimised) model prefers."""
-    if getattr(model, "channels_last", False):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+    return InferenceModel(fast, channels_last=channels_last, cpu_micro_batch=cpu_micro_batch)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cevit.models import create_model
+from cevit.models.optimize import InferenceModel, optimize_for_inference
+
+
+def _perturbed(preset: str, **overrides):
+    torch.manual_seed(0)
+    model = create_model(preset, **overrides).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics so folding is really exercised
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("preset", ["CROSS-EFFICIENT-VIT-V1", "coccomini2022"])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_optimised_model_is_numerically_equivalent(preset, channels_last):
+    model = _perturbed(preset)
+    fast = optimize_for_inference(model, channels_last=channels_last, cpu_micro_batch=2)
+    assert isinstance(fast, InferenceModel)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    s = model.config.image_size
+    x = torch.randn(3, 3, s, s) * (255 if preset == "coccomini2022" else 1)
+    with torch.inference_mode():
+        ref = model(x)
+        out = fast(x)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= 1e-4
+    # the original is untouched (optimisation works on a copy)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_micro_batching_matches_one_batch():
+    model = _perturbed("CROSS-EFFICIENT-VIT-V1", image_size=96, depth=1)
+    x = torch.randn(5, 3, 96, 96)
+    with torch.inference_mode():
+        whole = optimize_for_inference(model, cpu_micro_batch=0)(x)
+        parts = optimize_for_inference(model, cpu_micro_batch=2)(x)
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-5)
