@@ -1,0 +1,238 @@
+"""Tests of cevit.training.data: index parsing, group split, datasets, determinism, bad files."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cevit.errors import ConfigError
+from cevit.preprocess import Preprocessing
+from cevit.training.config import AugmentSection, DataSection
+from cevit.training.data import (
+    INDEX_COLUMNS,
+    EpochBatchSampler,
+    FaceRow,
+    LabelledFaceDataset,
+    SBIFaceDataset,
+    collate_sbi_pairs,
+    prepare_data,
+    read_index,
+    split_rows,
+)
+
+BOX = (18.0, 18.0, 78.0, 78.0)
+LMS = [(36.0, 40.0), (60.0, 40.0), (48.0, 52.0), (38.0, 64.0), (58.0, 64.0)]
+SPEC = Preprocessing(input_size=48, crop_margin=0.2)
+
+
+def face_crop(seed: int, fake: bool, size: int = 96) -> np.ndarray:
+    """A synthetic saved crop: noisy background, skin ellipse, eye/nose/mouth blobs; fakes are blurred."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(30, 90, size=(size, size, 3), dtype=np.uint8)
+    cv2.ellipse(img, (48, 50), (26, 32), 0, 0, 360, (int(rng.integers(180, 230)), 160, 130), thickness=-1)
+    for x, y in LMS[:2]:
+        cv2.circle(img, (int(x), int(y)), 4, (40, 30, 25), thickness=-1)
+    cv2.circle(img, (48, 52), 3, (170, 120, 100), thickness=-1)
+    cv2.line(img, (38, 64), (58, 64), (120, 40, 50), thickness=3)
+    if fake:
+        img[30:70, 28:68] = cv2.GaussianBlur(img[30:70, 28:68], (5, 5), 1.5)
+    return img
+
+
+def write_index(folder: Path, *, groups: int = 6, frames: int = 2, fakes: bool = True, split=None,
+                landmarks: bool = True) -> Path:  # fmt: skip
+    """Crops + index: per group ``frames`` real crops and (optionally) ``frames`` fake crops (own group)."""
+    (folder / "crops").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for g in range(groups):
+        for label in ("real", "fake") if fakes else ("real",):
+            for f in range(frames):
+                rel = f"crops/g{g}_{label}_{f}.png"
+                cv2.imwrite(str(folder / rel), cv2.cvtColor(face_crop(100 * g + f, label == "fake"), cv2.COLOR_RGB2BGR))
+                grp = f"vid{g}" if label == "real" else f"vid{g}_fake"
+                lm = [v for p in LMS for v in p] if landmarks else [""] * 10
+                rows.append([rel, f"videos/{grp}.mp4", f, f * 0.5, 0, *BOX, *lm, 0.99, label,
+                             split(g) if split else "", "original" if label == "real" else "x", "generic", grp])  # fmt: skip
+    path = folder / "index.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(INDEX_COLUMNS)
+        w.writerows(rows)
+    return path
+
+
+def row(group: str, *, split: str = "", label: int = 0) -> FaceRow:
+    return FaceRow(crop_path=f"/x/{group}.png", source="", frame_index=0, timestamp=None, face_index=0, box=BOX,
+                   landmarks=None, det_prob=1.0, label=label, split=split, method="", dataset="", group=group,
+                   index_path="i.csv", line=2)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
+
+
+def test_read_index_types_and_paths(tmp_path: Path) -> None:
+    path = write_index(tmp_path / "d", groups=2, frames=1)
+    rows = read_index(path)
+    assert len(rows) == 4
+    r = rows[0]
+    assert Path(r.crop_path).is_absolute() and Path(r.crop_path).is_file()
+    assert r.box == BOX and r.landmarks == tuple(LMS) and r.label == 0 and r.group == "vid0"
+    assert rows[1].label == 1 and rows[1].group == "vid0_fake" and r.timestamp == 0.0 and r.frame_index == 0
+    assert r.landmarks_array.shape == (5, 2)
+
+
+def test_read_index_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = write_index(tmp_path / "d", groups=1, frames=1)
+    text = path.read_text().replace(",real,", ",maybe,")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"index\.csv:2: label"):
+        read_index(path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("crop_path,label\na.png,real\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv: not a face index: missing column\(s\) x1"):
+        read_index(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_index(tmp_path / "absent.csv")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# split
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_group_split_never_shares_a_group(fraction: float, seed: int) -> None:
+    rows = [row(f"g{g}", label=f % 2) for g in range(200) for f in range(4)]
+    train, val = split_rows(rows, val_fraction=fraction, seed=seed)
+    assert len(train) + len(val) == len(rows)
+    assert not {r.group for r in train} & {r.group for r in val}
+    assert abs(len({r.group for r in val}) / 200 - fraction) < 0.1
+    # stable: adding groups does not move existing ones
+    more = rows + [row(f"new{g}") for g in range(50)]
+    _, val2 = split_rows(more, val_fraction=fraction, seed=seed)
+    assert {r.group for r in val} == {r.group for r in val2 if not r.group.startswith("new")}
+
+
+def test_split_column_wins_and_takes_the_group_along() -> None:
+    rows = [row("a", split="val"), row("a"), row("b", split="train"), row("b"), row("c", split="test"), row("d")]
+    train, val = split_rows(rows, val_fraction=0.0)
+    assert [r.group for r in val] == ["a", "a"]
+    assert {r.group for r in train} == {"b", "d"}  # test rows are left out
+    with pytest.raises(ConfigError, match="group 'a'"):
+        split_rows([row("a", split="train"), row("a", split="val")], val_fraction=0.1)
+
+
+def test_split_always_validates_something_when_asked() -> None:
+    rows = [row(f"g{g}") for g in range(3)]
+    train, val = split_rows(rows, val_fraction=0.01, seed=0)
+    assert len(val) == 1 and len(train) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# datasets
+
+
+def test_labelled_dataset_items_deterministic_and_order_independent(tmp_path: Path) -> None:
+    rows = read_index(write_index(tmp_path / "d", groups=2, frames=2))
+    ds = LabelledFaceDataset(rows, spec=SPEC, augment=AugmentSection(), seed=3)
+    x, y, i = ds[(1, 2)]
+    assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and i == 2 and float(y) == rows[2].label
+    ds2 = LabelledFaceDataset(rows, spec=SPEC, augment=AugmentSection(), seed=3)
+    _ = ds2[(5, 0)], ds2[(1, 3)]  # other requests first: no influence
+    assert torch.equal(ds2[(1, 2)][0], x)
+    assert not torch.equal(ds[(2, 2)][0], x)  # another epoch, other augmentation
+    # validation items: no augmentation, the contract only
+    plain = LabelledFaceDataset(rows, spec=SPEC)
+    from cevit.preprocess import preprocess_faces
+
+    img = cv2.cvtColor(cv2.imread(rows[0].crop_path), cv2.COLOR_BGR2RGB)
+    assert torch.equal(plain[0][0], preprocess_faces([img], [rows[0].box], SPEC)[0])
+
+
+def test_sbi_dataset_pairs(tmp_path: Path) -> None:
+    rows = read_index(write_index(tmp_path / "d", groups=3, frames=1))
+    ds = SBIFaceDataset(rows, spec=SPEC, augment=AugmentSection(), seed=0)
+    assert len(ds) == 3  # fakes are ignored
+    real, fake, i = ds[(0, 1)]
+    assert real.shape == fake.shape == (3, 48, 48) and i == 1
+    assert not torch.equal(real, fake)
+    r2, f2, _ = ds[(0, 1)]
+    assert torch.equal(real, r2) and torch.equal(fake, f2)
+    x, y, idx = collate_sbi_pairs([ds[(0, 0)], ds[(0, 2)]])
+    assert x.shape == (4, 3, 48, 48) and y.tolist() == [0.0, 0.0, 1.0, 1.0] and idx.tolist() == [0, 2, 0, 2]
+
+
+def test_mixed_dataset_adds_pseudo_fakes_with_own_groups(tmp_path: Path) -> None:
+    rows = read_index(write_index(tmp_path / "d", groups=2, frames=1))
+    ds = LabelledFaceDataset(rows, spec=SPEC, sbi_from_reals=True, seed=0)
+    assert len(ds) == 4 + 2
+    assert ds.labels.tolist() == [0, 1, 0, 1, 1, 1]
+    assert ds.groups[4:] == ["vid0#sbi", "vid1#sbi"]
+    x, y, _ = ds[4]
+    assert float(y) == 1.0 and not torch.equal(x, ds[0][0])
+
+
+def test_missing_crop_is_skipped_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = read_index(write_index(tmp_path / "d", groups=2, frames=1))
+    Path(rows[1].crop_path).unlink()
+    Path(rows[2].crop_path).write_bytes(b"not an image")
+    ds = LabelledFaceDataset(rows, spec=SPEC, seed=0)
+    with caplog.at_level(logging.WARNING, logger="cevit.training.data"):
+        x, y, j = ds[1]
+        assert j == 3  # fell back over the two bad files to the next good item
+        assert torch.equal(x, ds[3][0])
+        ds[1], ds[2]
+    warnings = [r for r in caplog.records if "skipping face crop" in r.getMessage()]
+    assert len(warnings) == 2
+    assert any(rows[1].crop_path in r.getMessage() for r in warnings)
+
+
+def test_loader_batches_do_not_depend_on_worker_count(tmp_path: Path) -> None:
+    rows = read_index(write_index(tmp_path / "d", groups=3, frames=2))
+    ds = LabelledFaceDataset(rows, spec=SPEC, augment=AugmentSection(), seed=1)
+    sampler = EpochBatchSampler(len(ds), 4, seed=1, epoch=2, steps=3)
+    batches = []
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers)
+        batches.append([b[0] for b in loader])
+    assert len(batches[0]) == 3
+    assert all(torch.equal(a, b) for a, b in zip(*batches))
+
+
+def test_epoch_batch_sampler_order_and_resume() -> None:
+    full = list(EpochBatchSampler(10, 3, seed=5, epoch=1, steps=3))
+    perm = np.random.default_rng([5, 1]).permutation(10)
+    assert [i for b in full for _, i in b] == perm[:9].tolist()
+    assert all(e == 1 for b in full for e, _ in b)
+    assert list(EpochBatchSampler(10, 3, seed=5, epoch=1, steps=3, start_step=2)) == full[2:]
+    assert list(EpochBatchSampler(10, 3, seed=5, epoch=2, steps=3)) != full
+
+
+def test_prepare_data_counts_and_modes(tmp_path: Path) -> None:
+    index = str(write_index(tmp_path / "d", groups=6, frames=2, split=lambda g: "val" if g < 2 else ""))
+    labelled = prepare_data(DataSection(indexes=(index,), val_fraction=0.0), spec=SPEC, augment=None, seed=0, batch_size=4)
+    assert labelled.n_train_real == labelled.n_train_fake == 8 and labelled.items_per_batch == 4
+    assert labelled.val is not None and labelled.n_val_real == labelled.n_val_fake == 4 and labelled.n_val_groups == 4
+    assert len(labelled.indexes[0]["sha256"]) == 64
+    sbi = prepare_data(DataSection(indexes=(index,), mode="sbi", val_fraction=0.0), spec=SPEC, augment=None, seed=0,
+                       batch_size=4)  # fmt: skip
+    assert isinstance(sbi.train, SBIFaceDataset) and len(sbi.train) == 8 and sbi.items_per_batch == 2
+    assert sbi.n_val_real == 4 and sbi.n_val_fake == 4  # validation: val reals + their pseudo-fakes
+    mixed = prepare_data(DataSection(indexes=(index,), mode="mixed", val_fraction=0.0), spec=SPEC, augment=None, seed=0,
+                         batch_size=4)  # fmt: skip
+    assert mixed.n_train_real == 8 and mixed.n_train_fake == 16
+    capped = prepare_data(DataSection(indexes=(index,), max_train_items=5, val_fraction=0.0), spec=SPEC, augment=None,
+                          seed=0, batch_size=4)  # fmt: skip
+    assert len(capped.train) == 5
+    no_fakes = str(write_index(tmp_path / "r", groups=4, fakes=False))
+    with pytest.raises(ConfigError, match="labelled mode needs fake rows"):
+        prepare_data(DataSection(indexes=(no_fakes,)), spec=SPEC, augment=None, seed=0, batch_size=2)
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        prepare_data(DataSection(indexes=(index,)), spec=SPEC, augment=None, seed=0, batch_size=64)
