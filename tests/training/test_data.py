@@ -236,3 +236,18 @@ def test_prepare_data_counts_and_modes(tmp_path: Path) -> None:
         prepare_data(DataSection(indexes=(no_fakes,)), spec=SPEC, augment=None, seed=0, batch_size=2)
     with pytest.raises(ConfigError, match="fewer than one batch"):
         prepare_data(DataSection(indexes=(index,)), spec=SPEC, augment=None, seed=0, batch_size=64)
+
+
+def test_filter_rows_by_face_index_size_and_probability():
+    from cevit.training.data import FaceRow, filter_rows
+
+    def row(face_index, side, prob):
+        return FaceRow(crop_path="x.png", source="s", frame_index=0, timestamp=None, face_index=face_index,
+                       box=(10.0, 10.0, 10.0 + side, 10.0 + side), landmarks=None, det_prob=prob, label=0, split="",
+                       method="", dataset="d", group="g", index_path="i.csv", line=2)  # fmt: skip
+
+    rows = [row(0, 100, 0.99), row(1, 100, 0.99), row(0, 30, 0.99), row(0, 100, 0.8)]
+    assert filter_rows(rows) == rows
+    assert filter_rows(rows, max_face_index=0) == [rows[0], rows[2], rows[3]]
+    assert filter_rows(rows, min_face_size=60) == [rows[0], rows[1], rows[3]]
+    assert filter_rows(rows, min_det_prob=0.9, max_face_index=0, min_face_size=60) == [rows[0]]

@@ -90,6 +90,12 @@ class DataSection:
     #: runs; a subset drawn with ``split_seed``.
     max_train_items: int | None = None
     max_val_items: int | None = None
+    #: Row filters applied before the split: keep faces whose index within their frame is at most
+    #: ``max_face_index`` (0 = only the detector's most confident face per frame; null = all), whose box side
+    #: in the crop is at least ``min_face_size`` px, and whose detection probability is at least ``min_det_prob``.
+    max_face_index: int | None = None
+    min_face_size: float = 0.0
+    min_det_prob: float = 0.0
     #: DataLoader worker processes; ``null`` = 0 on CPU, min(8, CPUs - 1) on CUDA.
     num_workers: int | None = None
     #: Parameters of the self-blended pseudo-fakes (``sbi`` and ``mixed`` modes).

@@ -513,6 +513,21 @@ class TrainData:
     indexes: tuple[dict[str, str], ...]  #: [{"path": ..., "sha256": ...}]
 
 
+def filter_rows(
+    rows: list[FaceRow], *, max_face_index: int | None = None, min_face_size: float = 0.0, min_det_prob: float = 0.0
+) -> list[FaceRow]:
+    """Rows whose face index, box size (crop pixels) and detection probability pass the thresholds."""
+    kept = [
+        r for r in rows
+        if (max_face_index is None or r.face_index <= max_face_index)
+        and min(r.box[2] - r.box[0], r.box[3] - r.box[1]) >= min_face_size
+        and r.det_prob >= min_det_prob
+    ]  # fmt: skip
+    if len(kept) < len(rows):
+        logger.info("face filters kept %d of %d index rows", len(kept), len(rows))
+    return kept
+
+
 def prepare_data(data: DataSection, *, spec: Preprocessing, augment: AugmentSection | None, seed: int,
                  batch_size: int) -> TrainData:  # fmt: skip
     """Read the indexes, split, filter rows by mode, cap, and build the training and validation datasets."""
@@ -521,6 +536,10 @@ def prepare_data(data: DataSection, *, spec: Preprocessing, augment: AugmentSect
     rows = read_indexes(data.indexes)
     if not rows:
         raise ConfigError(f"{', '.join(data.indexes)}: the face index(es) contain no rows")
+    rows = filter_rows(rows, max_face_index=data.max_face_index, min_face_size=data.min_face_size,
+                       min_det_prob=data.min_det_prob)  # fmt: skip
+    if not rows:
+        raise ConfigError(f"{', '.join(data.indexes)}: no rows left after the face filters")
     indexes = tuple({"path": str(Path(p).resolve()), "sha256": file_sha256(p)} for p in data.indexes)
     train_rows, val_rows = split_rows(rows, val_fraction=data.val_fraction, seed=data.split_seed)
     if data.mode == "sbi":
