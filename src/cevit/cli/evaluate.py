@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,30 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cevit.cli.progress import progress_bar
     from cevit.evaluation.runner import run_evaluation
     from cevit.inference.pipeline import load_model
     from cevit.models.registry import DEFAULT_PRESET
 
     detector = load_model(args.model or DEFAULT_PRESET, weights=args.weights, device=args.device,
                           num_frames=args.frames, rule=args.rule, threshold=args.threshold)  # fmt: skip
-    bar = None
-    progress = None
-    if not args.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit="item", desc="evaluating", file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
+    with progress_bar("evaluating", enabled=not args.quiet) as progress:
         m = run_evaluation(detector, args.data, args.output, reencode_jpeg=args.reencode_jpeg,
                            num_frames=args.frames, n_boot=args.bootstrap, seed=args.seed, progress=progress)  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.close()
 
     def f(v: float) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"

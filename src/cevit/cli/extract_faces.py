@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,28 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cevit.cli.progress import progress_bar
     from cevit.training.extract import ExtractConfig, extract_faces
 
     cfg = ExtractConfig(num_frames=args.frames, workers=args.workers, save_margin=args.save_margin,
                         save_size=args.save_size, crop_format=args.crop_format, max_faces_per_frame=args.max_faces)  # fmt: skip
-    bar = None
-    progress = None
-    if not args.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit="item", desc="extracting", file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
+    with progress_bar("extracting", enabled=not args.quiet) as progress:
         s = extract_faces(args.data, args.output, layout=args.layout, label=args.label, quality=args.quality,
                           config=cfg, progress=progress)  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"{s.items} items ({s.done_before} done before, {s.processed} processed, {s.failed} failed), "
           f"{s.faces} faces in {s.index_path} ({s.seconds:.1f} s)")  # fmt: skip
     return 1 if s.failed else 0

@@ -111,7 +111,7 @@ def discover_test_set(data: str | Path) -> list[LabelledItem]:
         if folder.is_dir():
             for f in iter_media_files([str(folder)]):
                 rel = f.relative_to(folder)
-                groups = {"source": rel.parts[0]} if len(rel.parts) > 1 else {}
+                groups = {"subfolder": rel.parts[0]} if len(rel.parts) > 1 else {}
                 items.append(LabelledItem(f, label, groups))
     if not items:
         raise ConfigError(f"{data}: no MANIFEST.tsv and no media under real/ and fake/")
