@@ -117,3 +117,18 @@ def test_cli_extract_faces(tmp_path, face_rgb, capsys, caplog):
     out, err = capsys.readouterr()
     assert code == 1 and "1 failed" in out and "Traceback" not in err
     assert "broken.png" in caplog.text + err  # a warning line names the failed file
+
+
+def test_cli_sbi_preview_from_index_and_images(tmp_path, face_rgb, capsys):
+    root = _dataset(tmp_path, face_rgb)
+    extract_faces(root, tmp_path / "out", config=ExtractConfig(num_frames=2))
+    png = tmp_path / "grid.png"
+    assert main(["sbi-preview", str(tmp_path / "out" / "index.csv"), "--output", str(png), "--count", "2"]) == 0
+    grid = cv2.imread(str(png))
+    assert grid is not None and grid.shape[0] > grid.shape[1] / 3  # two rows of three cells
+    png2 = tmp_path / "grid2.png"
+    assert main(["sbi-preview", str(root / "fake" / "methodA" / "x_0001.jpg"), "--output", str(png2), "--count", "1"]) == 0
+    h, w = cv2.imread(str(png2)).shape[:2]
+    assert w == 3 * h + 6  # one row: real | fake | mask, square cells, two 3-px separators
+    code = main(["sbi-preview", str(tmp_path / "nothing.csv"), "--output", str(png)])
+    assert code == 2 and "cannot read face index" in capsys.readouterr().err
