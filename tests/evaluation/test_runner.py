@@ -70,3 +70,16 @@ def test_cli_evaluate(tiny_checkpoint, face_rgb, tmp_path, capsys):
                  "--frames", "2", "--bootstrap", "20", "--device", "cpu", "--quiet"])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0 and "AUC" in out and (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_face_index_evaluation(detector, face_rgb, tmp_path):
+    from cevit.training.extract import ExtractConfig, extract_faces
+
+    data = _test_set(tmp_path / "set", face_rgb)
+    extract_faces(data, tmp_path / "faces", config=ExtractConfig(num_frames=3))
+    m = run_evaluation(detector, tmp_path / "faces" / "index.csv", tmp_path / "eval", n_boot=20)
+    # 4 readable sources (2 real images, 1 fake image, 1 fake video with 3 frames)
+    assert (m["n_items"], m["n_real"], m["n_fake"]) == (4, 2, 2)
+    assert m["frame_level"]["n_items"] == 6
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "scores.csv")))
+    assert {r["media_type"] for r in rows} == {"crops"}

@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the full analysis pipeline over a labelled test set (a folder with real/ and fake/, or a "
         "manifest with a label column) and write metrics.json, report.md, scores.csv and ROC/PR/histogram plots.",
     )
-    p.add_argument("data", help="test set folder or manifest file (.tsv/.csv)")
+    p.add_argument("data", help="test set folder, manifest file (.tsv/.csv), or a face index.csv from extract-faces")
     p.add_argument("--weights", help="checkpoint to evaluate (default: the bundled weights of --model)")
     p.add_argument("--model", default=None, help="preset whose bundled weights to use (default: CROSS-EFFICIENT-VIT-V1)")
     p.add_argument("--output", "-o", required=True, help="output folder")

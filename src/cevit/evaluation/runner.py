@@ -6,7 +6,10 @@ A test set is one of:
 * a folder or file with a manifest (``MANIFEST.tsv`` or any ``.tsv``/``.csv``) holding a path column (``file``
   or ``path``, relative to the manifest's folder) and a ``label`` column (REAL/FAKE, real/fake or 0/1);
   optional columns ``dataset``/``dataset_of_origin``, ``method``/``fake_type`` and ``kind`` give the
-  breakdowns under ``by_group``.
+  breakdowns under ``by_group``;
+* a face index (``index.csv`` from ``cevit extract-faces``, recognised by its ``crop_path`` column): the saved
+  crops are scored directly (no detection), each re-cropped with the model's preprocessing contract; frame
+  level = one score per crop, item level = the aggregation rule over each source media item's faces.
 
 Every item goes through the full analysis pipeline (detection, crops, model, aggregation). The item score is
 the report's final score; an item without any face counts as REAL with its reported confidence (score 0.01).
@@ -33,7 +36,10 @@ from typing import Any
 from cevit.errors import CevitError, ConfigError
 from cevit.evaluation.metrics import summarize, summarize_by_group
 
-__all__ = ["LabelledItem", "ItemResult", "discover_test_set", "evaluate_items", "write_outputs", "run_evaluation"]
+__all__ = [
+    "LabelledItem", "ItemResult", "discover_test_set", "evaluate_items", "evaluate_face_index", "write_outputs",
+    "run_evaluation",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +265,50 @@ def write_outputs(
         log.warning("plots skipped: %s", exc)
 
 
+def _is_face_index(path: Path) -> bool:
+    if not (path.is_file() and path.suffix.lower() == ".csv"):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return "crop_path" in fh.readline().split(",")
+
+
+def evaluate_face_index(detector: Any, index: Path, *, progress: Callable[[int, int], None] | None = None) -> list[ItemResult]:
+    """Score the crops of a face index; one :class:`ItemResult` per source media item."""
+    from cevit.inference.aggregation import aggregate
+    from cevit.preprocess import crop_face, resize_face
+    from cevit.training.data import load_crop, read_index
+
+    rows = read_index(index)
+    spec = detector.preprocessing
+    by_source: dict[str, list[Any]] = {}
+    for r in rows:
+        by_source.setdefault(r.source, []).append(r)
+    results = []
+    for k, (source, items) in enumerate(by_source.items()):
+        first = items[0]
+        groups = {key: value for key, value in (("dataset", first.dataset), ("method", first.method)) if value}
+        res = ItemResult(LabelledItem(Path(source), first.label, groups), media_type="crops")
+        crops, kept = [], []
+        for r in items:
+            image = load_crop(r.crop_path)
+            if image is None:
+                log.warning("%s: missing or unreadable crop", r.crop_path)
+                continue
+            crops.append(resize_face(crop_face(image, r.box, spec), spec))
+            kept.append(r)
+        if not crops:
+            res.error = f"{source}: no readable crop"
+        else:
+            scores = detector.score_faces(crops)
+            verdict = aggregate([(r.frame_index, r.face_index, s) for r, s in zip(kept, scores)], detector.options.rule)
+            res.score, res.prediction, res.num_faces = verdict.score, verdict.prediction, len(scores)
+            res.frame_scores = list(scores)
+        results.append(res)
+        if progress is not None:
+            progress(k + 1, len(by_source))
+    return results
+
+
 def run_evaluation(
     detector: Any, data: str | Path, out_dir: str | Path, *, reencode_jpeg: int | None = None,
     num_frames: int | None = None, n_boot: int = 1000, seed: int = 0,
@@ -270,8 +320,11 @@ def run_evaluation(
     if reencode_jpeg is not None and not 1 <= reencode_jpeg <= 100:
         raise ConfigError(f"JPEG quality must be in [1, 100], got {reencode_jpeg}")
     start = time.perf_counter()
-    items = discover_test_set(data)
-    results = evaluate_items(detector, items, reencode_jpeg=reencode_jpeg, num_frames=num_frames, progress=progress)
+    if _is_face_index(Path(data)):
+        results = evaluate_face_index(detector, Path(data), progress=progress)
+    else:
+        items = discover_test_set(data)
+        results = evaluate_items(detector, items, reencode_jpeg=reencode_jpeg, num_frames=num_frames, progress=progress)
     rule = detector.options.rule
     metrics = _metrics(results, threshold=rule.label_threshold, n_boot=n_boot, seed=seed)
     meta = {
