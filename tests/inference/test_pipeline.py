@@ -113,3 +113,19 @@ def test_media_error_for_single_bad_file(detector, tmp_path):
     bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 10)  # a JPEG header and nothing else
     with pytest.raises(MediaError, match=str(bad)):
         detector.analyze(media_path=bad)
+
+
+@pytest.mark.slow
+def test_load_model_converts_the_authors_pth_on_the_fly(tmp_path):
+    import torch
+
+    from cevit.models import create_model
+
+    torch.manual_seed(0)
+    original = create_model("coccomini2022").eval()
+    path = tmp_path / "cross_efficient_vit.pth"
+    torch.save(original.state_dict(), path)  # a plain state dict in the authors' key names
+    det = load_model(weights=path, device="cpu")
+    assert det.preprocessing.channel_order == "BGR" and det.model_info["preset"] == "coccomini2022"
+    r = det.analyze(media_path=SAMPLE_FACE)
+    assert len(r["faces"]) == 1 and r["model"]["name"] == "cross_efficient_vit.pth"
