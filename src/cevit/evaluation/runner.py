@@ -6,7 +6,7 @@ A test set is one of:
 * a folder or file with a manifest (``MANIFEST.tsv`` or any ``.tsv``/``.csv``) holding a path column (``file``
   or ``path``, relative to the manifest's folder) and a ``label`` column (REAL/FAKE, real/fake or 0/1);
   optional columns ``dataset``/``dataset_of_origin``, ``method``/``fake_type`` and ``kind`` give the
-  breakdowns under ``by_group``;
+  breakdowns under ``by_group`` (text in parentheses is dropped from group names);
 * a face index (``index.csv`` from ``cevit extract-faces``, recognised by its ``crop_path`` column): the saved
   crops are scored directly (no detection), each re-cropped with the model's preprocessing contract; frame
   level = one score per crop, item level = the aggregation rule over each source media item's faces.
@@ -74,6 +74,14 @@ def _parse_label(value: str, where: str) -> int:
     raise ConfigError(f"{where}: label {value!r} is not REAL/FAKE/0/1")
 
 
+def _group_value(text: str) -> str:
+    """A manifest cell as a group name: text in parentheses and surrounding quotes dropped ("DFDC (crop of x.mp4)"
+    → "DFDC"), so per-file details do not make one group per file."""
+    import re
+
+    return re.sub(r"\s*\(.*?(\)|$)", "", text).strip().strip('"').strip()
+
+
 def _read_manifest(path: Path) -> list[LabelledItem]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
@@ -91,7 +99,7 @@ def _read_manifest(path: Path) -> list[LabelledItem]:
     for i, row in enumerate(rows, start=2):
         groups = {}
         for name, candidates in _GROUP_COLUMNS.items():
-            value = next((row[c] for c in candidates if c in row and row[c]), "")
+            value = _group_value(next((row[c] for c in candidates if c in row and row[c]), ""))
             if value:
                 groups[name] = value
         media = path.parent / row[path_col]
