@@ -129,3 +129,21 @@ def test_load_model_converts_the_authors_pth_on_the_fly(tmp_path):
     assert det.preprocessing.channel_order == "BGR" and det.model_info["preset"] == "coccomini2022"
     r = det.analyze(media_path=SAMPLE_FACE)
     assert len(r["faces"]) == 1 and r["model"]["name"] == "cross_efficient_vit.pth"
+
+
+def test_weights_format_is_sniffed_from_the_safetensors_header(tmp_path, monkeypatch):
+    """A safetensors header length whose low byte is 0x80 must not be mistaken for a pickle."""
+    import cevit.inference.pipeline as pipeline
+
+    calls = []
+    monkeypatch.setattr("cevit.checkpoint.load_checkpoint", lambda p: calls.append(("own", p)))
+    monkeypatch.setattr("cevit.convert.load_original_checkpoint", lambda p: calls.append(("orig", p)))
+    own = tmp_path / "a.safetensors"
+    own.write_bytes((0x180).to_bytes(8, "little") + b'{"__metadata__": {}}')
+    pth = tmp_path / "b.pth"
+    pth.write_bytes(b"PK\x03\x04rest-of-zip")
+    pickle_file = tmp_path / "c.pth"
+    pickle_file.write_bytes(b"\x80\x02}q\x00.")
+    for p in (own, pth, pickle_file):
+        pipeline._load_weights(p)
+    assert [c[0] for c in calls] == ["own", "orig", "orig"]

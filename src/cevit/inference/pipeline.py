@@ -84,11 +84,12 @@ def _load_weights(path: Path) -> CrossEfficientViT:
     if not path.exists():
         raise CheckpointError(f"{path}: weights file does not exist")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    # safetensors starts with a little-endian u64 header length; zip (torch.save) with "PK", pickle with 0x80
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return load_original_checkpoint(path)
-    return load_checkpoint(path)
+        head = fh.read(9)
+    # safetensors: a little-endian u64 header length, then the JSON header ("{"); everything else (a zip from
+    # torch.save, a legacy pickle) is treated as the authors' PyTorch checkpoint, loaded with weights_only=True.
+    if len(head) == 9 and head[8:9] == b"{":
+        return load_checkpoint(path)
+    return load_original_checkpoint(path)
 
 
 class Detector:

@@ -1,0 +1,206 @@
+"""Benchmark: a bounded load test of ``cevit serve`` on loopback (prints numbers; not a test).
+
+    python benchmarks/load.py [--weights CKPT] [--requests 200] [--concurrency 8] [--max-seconds 300]
+                              [--workers 1] [--queue-size 8] [--file IMAGE_OR_VIDEO] [--json OUT]
+
+Starts the server itself as a subprocess (``python -m cevit.cli.serve``) on a free 127.0.0.1 port with its own
+upload folder. Without --weights it first writes a CROSS-EFFICIENT-VIT-V1 checkpoint with random weights to a
+temporary folder (speed does not depend on the weight values; the verdicts are meaningless). Then it sends
+``--requests`` uploads of ``--file`` (default: the shipped sample photo) from ``--concurrency`` concurrent
+clients, and stops starting new requests after ``--max-seconds``.
+
+Reports: p50/p95/max latency of the successful requests, throughput, status counts, errors (anything other than
+200, apart from intended 503s), files left in the upload folder (during and after), and the server's RSS
+before and after the load and its peak (Linux /proc). Exit status 1 when there were errors or files left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "src" / "cevit" / "samples" / "astronaut.jpg"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> dict[str, float | None]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of ``pid`` in MiB; None where /proc is missing."""
+    out: dict[str, float | None] = {"rss": None, "peak": None}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss" if key == "VmRSS" else "peak"] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def _random_checkpoint(folder: Path) -> Path:
+    import torch
+
+    from cevit.checkpoint import save_checkpoint
+    from cevit.models import create_model
+
+    torch.manual_seed(0)
+    path = folder / "random-v1.safetensors"
+    save_checkpoint(create_model("CROSS-EFFICIENT-VIT-V1"), path, note="random weights: load test only")
+    return path
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def _load(base: str, data: bytes, name: str, args: argparse.Namespace, uploads: Path) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    failures: list[str] = []
+    max_files = 0
+    started = 0
+    deadline = time.monotonic() + args.max_seconds
+    lock = asyncio.Lock()
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal started, max_files
+        while True:
+            async with lock:
+                if started >= args.requests or time.monotonic() >= deadline:
+                    return
+                started += 1
+            t0 = time.perf_counter()
+            try:
+                r = await client.post("/v1/analyze", files={"file": (name, data)})
+                statuses[str(r.status_code)] += 1
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                elif r.status_code != 503:
+                    failures.append(f"{r.status_code}: {r.text[:200]}")
+            except httpx.HTTPError as exc:
+                statuses["exception"] += 1
+                failures.append(f"{type(exc).__name__}: {exc}")
+            max_files = max(max_files, sum(1 for _ in uploads.iterdir()))
+
+    timeout = httpx.Timeout(args.max_seconds + 60)
+    limits = httpx.Limits(max_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(args.concurrency)))
+        wall = time.perf_counter() - t0
+    return {"latencies": latencies, "statuses": statuses, "failures": failures, "wall": wall,
+            "sent": started, "max_files_during": max_files}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", help="checkpoint to serve (default: a random-weight V1 made here)")
+    p.add_argument("--file", type=Path, default=SAMPLE, help="image or video to upload (default: astronaut.jpg)")
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--max-seconds", type=float, default=300, help="start no new request after this (default: 300)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--queue-size", type=int, default=8)
+    p.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = p.parse_args(argv)
+
+    import httpx
+
+    try:
+        import cevit  # noqa: F401
+    except ImportError:  # running from a checkout without installing
+        sys.path.insert(0, str(ROOT / "src"))
+    data = args.file.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="cevit-load-") as tmp:
+        tmp_path = Path(tmp)
+        weights = Path(args.weights) if args.weights else _random_checkpoint(tmp_path)
+        uploads = tmp_path / "uploads"
+        port = _free_port()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+        env.pop("CEVIT_API_KEY", None)
+        cmd = [sys.executable, "-m", "cevit.cli.serve", "--weights", str(weights), "--port", str(port),
+               "--workers", str(args.workers), "--queue-size", str(args.queue_size), "--tmp-dir", str(uploads),
+               "--device", "cpu", "--log-level", "warning"]  # fmt: skip
+        server = subprocess.Popen(cmd, env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            t0 = time.monotonic()
+            while True:
+                if server.poll() is not None:
+                    print(f"load: the server exited with code {server.returncode}", file=sys.stderr)
+                    return 1
+                try:
+                    if httpx.get(base + "/v1/health", timeout=2).json().get("model_loaded"):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() - t0 > 180:
+                    print("load: the server did not become ready in 180 s", file=sys.stderr)
+                    return 1
+                time.sleep(0.25)
+            startup_s = time.monotonic() - t0
+            httpx.post(base + "/v1/analyze", files={"file": (args.file.name, data)}, timeout=120)  # warm-up
+            before = _rss_mib(server.pid)
+            result = asyncio.run(_load(base, data, args.file.name, args, uploads))
+            after = _rss_mib(server.pid)
+            left_after_load = sorted(p.name for p in uploads.iterdir())
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        left_after_exit = sorted(p.name for p in uploads.iterdir()) if uploads.exists() else []
+
+    lat = result["latencies"]
+    ok = len(lat)
+    errors = len(result["failures"])
+    summary = {
+        "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform},
+        "setup": {"requests": args.requests, "concurrency": args.concurrency, "workers": args.workers,
+                  "queue_size": args.queue_size, "file": args.file.name, "file_bytes": len(data),
+                  "weights": "random V1" if not args.weights else str(args.weights), "max_seconds": args.max_seconds},
+        "server_startup_s": round(startup_s, 2),
+        "sent": result["sent"],
+        "statuses": dict(result["statuses"]),
+        "errors": errors,
+        "intended_503": result["statuses"].get("503", 0),
+        "latency_s": None if not lat else {"p50": round(_percentile(lat, 50), 3), "p95": round(_percentile(lat, 95), 3),
+                                           "mean": round(statistics.fmean(lat), 3), "max": round(max(lat), 3)},
+        "throughput_rps": round(ok / result["wall"], 2) if result["wall"] else None,
+        "wall_s": round(result["wall"], 1),
+        "upload_files_max_during": result["max_files_during"],
+        "upload_files_left": len(left_after_load) + len(left_after_exit),
+        "server_rss_mib": {"before": before["rss"], "after": after["rss"], "peak": after["peak"]},
+    }  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    for failure in result["failures"][:10]:
+        print("error:", failure, file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 1 if errors or summary["upload_files_left"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
