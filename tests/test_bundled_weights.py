@@ -1,0 +1,39 @@
+"""The default weights shipped inside the package (skipped while none are bundled)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cevit.inference.pipeline import bundled_weights_path
+from cevit.models.registry import DEFAULT_PRESET
+from conftest import SAMPLE_FACE
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    path = bundled_weights_path(DEFAULT_PRESET)
+    if path is None:
+        pytest.skip(f"no weights bundled for {DEFAULT_PRESET}")
+    return path
+
+
+def test_bundled_checkpoint_is_small_fp16_with_provenance(bundled):
+    from cevit.checkpoint import read_checkpoint_info
+
+    info = read_checkpoint_info(bundled)
+    assert bundled.stat().st_size <= 30 * 2**20
+    assert info.dtype == "float16" and info.preset == DEFAULT_PRESET
+    prov = info.provenance
+    assert prov.get("config") and prov["data"]["indexes"] and prov.get("metrics") and prov.get("init")
+    assert "eval_public" in prov and 0.0 <= prov["eval_public"]["auc"] <= 1.0
+
+
+def test_default_model_analyzes_the_sample_out_of_the_box(bundled):
+    from cevit import load_model
+    from cevit.checkpoint import file_sha256
+
+    detector = load_model(device="cpu")
+    report = detector.analyze(media_path=SAMPLE_FACE)
+    assert report["model"]["name"] == DEFAULT_PRESET
+    assert report["model"]["checkpoint_sha256"] == file_sha256(bundled)
+    assert len(report["faces"]) == 1 and report["prediction"] in ("REAL", "FAKE")
