@@ -145,5 +145,5 @@ def test_weights_format_is_sniffed_from_the_safetensors_header(tmp_path, monkeyp
     pickle_file = tmp_path / "c.pth"
     pickle_file.write_bytes(b"\x80\x02}q\x00.")
     for p in (own, pth, pickle_file):
-        pipeline._load_weights(p)
+        pipeline.load_weights(p)
     assert [c[0] for c in calls] == ["own", "orig", "orig"]

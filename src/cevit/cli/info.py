@@ -28,10 +28,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:24s} {preset.description} [{bundled}]")
         return 0
     if args.weights:
-        from cevit.inference.pipeline import _load_weights
-        from pathlib import Path
+        from cevit.inference.pipeline import load_weights
 
-        model = _load_weights(Path(args.weights))
+        model = load_weights(args.weights)
     else:
         model = create_model(args.preset or DEFAULT_PRESET)
     n_params = sum(p.numel() for p in model.parameters())
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         "token_grids": model.token_grids,
         "config": to_dict(model.config),
         "preprocessing": to_dict(model.preprocessing),
-        "weights": args.weights or (str(bundled_weights_path(model.preset_name)) if bundled_weights_path(model.preset_name) else "fresh random weights (no checkpoint)"),
+        "weights": args.weights or "fresh random weights (no checkpoint)",
     }
     if info is not None:
         summary["checkpoint_sha256"] = info.sha256

@@ -29,7 +29,7 @@ from cevit.models.cross_efficient_vit import CrossEfficientViT
 from cevit.models.registry import DEFAULT_PRESET, get_preset
 from cevit.preprocess import crop_face, resize_face, to_tensor
 
-__all__ = ["AnalyzeOptions", "Detector", "load_model", "bundled_weights_path", "resolve_device"]
+__all__ = ["AnalyzeOptions", "Detector", "load_model", "load_weights", "bundled_weights_path", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,12 @@ def bundled_weights_path(preset: str) -> Path | None:
         return None
 
 
-def _load_weights(path: Path) -> CrossEfficientViT:
-    """A cevit checkpoint (safetensors) or the authors' ``.pth`` (converted on the fly)."""
+def load_weights(path: str | Path) -> CrossEfficientViT:
+    """A cevit checkpoint (safetensors) or the authors' ``.pth`` (converted on the fly), by the file's content."""
     from cevit.checkpoint import load_checkpoint
     from cevit.convert import load_original_checkpoint
 
+    path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: weights file does not exist")
     with open(path, "rb") as fh:
@@ -294,7 +295,7 @@ def load_model(
     else:
         path = Path(weights)
         display = path.name
-    model = _load_weights(path)
+    model = load_weights(path)
     agg = get_rule(rule, label_threshold=threshold)
     return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **options),
                     name=display, checkpoint_path=path)  # fmt: skip
