@@ -221,3 +221,42 @@ def test_sbi_preview_writes_png_of_expected_size(tmp_path: Path) -> None:
     np.testing.assert_array_equal(cv2.imread(str(out2)), grid)
     with pytest.raises(CevitError):
         sbi_preview([], tmp_path / "empty.png")
+
+
+def test_part_masks_cover_parts_and_leave_face_outline_untouched() -> None:
+    # part masks: blobs around eyes/nose/mouth, never the cheeks or chin the whole-face region covers
+    _, lm = synthetic_face(250)
+    cfg = SBIConfig(part_mask_prob=1.0, elastic_prob=0.0, morph_prob=0.0)
+    whole = SBIConfig(elastic_prob=0.0, morph_prob=0.0)
+    part_areas, whole_areas, covered = [], [], set()
+    for seed in range(40):
+        region = face_region_mask(lm, (250, 250), rng=np.random.default_rng(seed), config=cfg)
+        assert set(np.unique(region).tolist()) <= {0.0, 1.0} and region.any()
+        for name, (x, y) in zip(("left_eye", "right_eye", "nose", "mouth_l", "mouth_r"), lm):
+            if region[int(round(y)), int(round(x))]:
+                covered.add(name)
+        assert region[200, 125] == 0.0  # below the chin-side of the mouth ellipse (mouth at y=165, d=50)
+        assert region[140, 60] == 0.0 and region[140, 190] == 0.0  # cheeks beside the face
+        part_areas.append(float(region.sum()))
+        whole_areas.append(float(face_region_mask(lm, (250, 250), rng=np.random.default_rng(seed), config=whole).sum()))
+    assert {"left_eye", "right_eye", "nose", "mouth_l"} <= covered  # every part is drawn sometimes
+    assert np.median(part_areas) < 0.5 * np.median(whole_areas)
+
+
+def test_part_masks_follow_rotation_and_blend_only_inside() -> None:
+    image, lm = synthetic_face(250)
+    c = np.array([124.5, 124.5])
+    rot = np.stack([c[0] - (lm[:, 1] - c[1]), c[1] + (lm[:, 0] - c[0])], axis=1)
+    cfg = SBIConfig(part_mask_prob=1.0, elastic_prob=0.0, morph_prob=0.0)
+    upright = face_region_mask(lm, (250, 250), rng=np.random.default_rng(5), config=cfg)
+    turned = face_region_mask(rot, (250, 250), rng=np.random.default_rng(5), config=cfg)
+    expected = np.rot90(upright, k=-1)
+    overlap = np.logical_and(expected > 0, turned > 0).sum() / np.logical_or(expected > 0, turned > 0).sum()
+    assert overlap > 0.9
+    result = self_blend(image, lm, rng=np.random.default_rng(2), config=cfg)
+    assert np.array_equal(result.fake[result.mask == 0], result.real[result.mask == 0])
+
+
+def test_part_mask_prob_is_validated() -> None:
+    with pytest.raises(ConfigError, match="part_mask_prob"):
+        SBIConfig(part_mask_prob=1.5)

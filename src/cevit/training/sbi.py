@@ -51,6 +51,16 @@ inside the mask. :func:`self_blend` then blurs the mask twice with random Gaussi
 change a ``uint8`` pixel (< 1/512) and multiplies it by a blend ratio drawn from ``blend_ratios``
 (default {0.25, 0.5, 0.75, 1, 1, 1}); ``mask.max()`` therefore equals the blend ratio.
 
+**Part masks** (an addition to the paper, off by default: ``part_mask_prob``). Face-part manipulations
+(expression reenactment mostly changes the mouth; Photoshop edits swap eyes, nose or mouth) leave blending
+boundaries *inside* the face, which whole-face masks never show. With probability ``part_mask_prob`` the
+region is instead a random non-empty subset of {left eye, right eye, nose, mouth} (each part kept with
+probability 1/2), each an ellipse in the face frame: an eye ellipse is centred on the eye (lifted by up to
+0.15 ``d`` to take the brow in sometimes), 0.28-0.42 ``e`` by 0.2-0.35 ``d`` semi-axes; the nose ellipse runs
+from about the eye line to 0.05-0.15 ``d`` below the nose tip, 0.18-0.3 ``e`` wide; the mouth ellipse is
+centred on the mouth, reaching 0.1-0.25 ``e`` beyond the corners and 0.18-0.32 ``d`` up and down. The same
+deformation, blur and blend ratio follow.
+
 Everything is deterministic given the ``numpy.random.Generator`` passed in; only numpy and OpenCV are
 used.
 """
@@ -121,6 +131,10 @@ class SBIConfig:
     chin_range: tuple[float, float] = (0.4, 0.75)
     #: Probability to use the ellipse fitted to the hull points instead of the hull itself.
     ellipse_prob: float = 0.25
+    #: Probability that the blended region is made of face *parts* instead of the whole face region: a random
+    #: non-empty subset of {left eye, right eye, nose, mouth}, each an ellipse placed from the landmarks (see
+    #: the module docstring). 0 (the default) keeps the whole-face masks of the paper.
+    part_mask_prob: float = 0.0
     # -- mask deformation -------------------------------------------------------------------------
     #: Probability of an elastic deformation; its largest displacement is drawn from
     #: ``elastic_alpha_range`` × ``d``, on a random field with ``elastic_grid`` × ``elastic_grid`` knots.
@@ -278,9 +292,31 @@ def _warp_source(img: np.ndarray, rng: np.random.Generator, config: SBIConfig) -
 # ------------------------------------------------------------------------------------------------
 
 
-def _hull_points(pts: np.ndarray, rng: np.random.Generator, config: SBIConfig) -> np.ndarray:
-    """The landmarks plus derived forehead/temple/cheek/jaw/chin points, in image pixels (N, 2)."""
-    left_eye, right_eye, nose, mouth_a, mouth_b = pts
+@dataclass(frozen=True)
+class _FaceFrame:
+    """The face frame of the module docstring: origin between the eyes, x towards the right eye, y to the mouth."""
+
+    origin: np.ndarray
+    x_axis: np.ndarray
+    y_axis: np.ndarray
+    e: float  #: eye distance (>= 1 px)
+    d: float  #: eye line to mouth centre (>= 0.3 e, >= 1 px)
+
+    def to_face(self, p: np.ndarray) -> tuple[float, float]:
+        q = p - self.origin
+        return float(np.dot(q, self.x_axis)), float(np.dot(q, self.y_axis))
+
+    def to_image(self, fp: np.ndarray) -> np.ndarray:
+        """Face-frame points (N, 2) -> image pixels (N, 2)."""
+        return self.origin + fp[:, :1] * self.x_axis + fp[:, 1:] * self.y_axis
+
+    @property
+    def angle_deg(self) -> float:
+        return math.degrees(math.atan2(float(self.x_axis[1]), float(self.x_axis[0])))
+
+
+def _face_frame(pts: np.ndarray) -> _FaceFrame:
+    left_eye, right_eye, _nose, mouth_a, mouth_b = pts
     eye_vec = right_eye - left_eye
     e = float(np.hypot(*eye_vec))
     eye_mid = (left_eye + right_eye) / 2.0
@@ -295,10 +331,14 @@ def _hull_points(pts: np.ndarray, rng: np.random.Generator, config: SBIConfig) -
     d = float(np.dot(mouth_mid - eye_mid, y_axis))
     e = max(e, 1.0)
     d = max(d, 0.3 * e, 1.0)
+    return _FaceFrame(origin=eye_mid, x_axis=x_axis, y_axis=y_axis, e=e, d=d)
 
-    def face(p: np.ndarray) -> tuple[float, float]:
-        q = p - eye_mid
-        return float(np.dot(q, x_axis)), float(np.dot(q, y_axis))
+
+def _hull_points(pts: np.ndarray, rng: np.random.Generator, config: SBIConfig) -> np.ndarray:
+    """The landmarks plus derived forehead/temple/cheek/jaw/chin points, in image pixels (N, 2)."""
+    left_eye, right_eye, nose, mouth_a, mouth_b = pts
+    frame = _face_frame(pts)
+    e, d, face = frame.e, frame.d, frame.to_face
 
     (xl, yl), (xr, yr), (xn, yn) = face(left_eye), face(right_eye), face(nose)
     (xa, ya), (xb, yb) = face(mouth_a), face(mouth_b)
@@ -326,8 +366,49 @@ def _hull_points(pts: np.ndarray, rng: np.random.Generator, config: SBIConfig) -
         # chin
         (xmc, ymc + chin * d), (xml, ymc + 0.85 * chin * d), (xmr, ymc + 0.85 * chin * d),
     ]
-    fp = np.asarray(face_pts, dtype=np.float64)
-    return eye_mid + fp[:, :1] * x_axis + fp[:, 1:] * y_axis
+    return frame.to_image(np.asarray(face_pts, dtype=np.float64))
+
+
+#: The face parts of part masks, in the order their inclusion is drawn.
+PARTS: tuple[str, ...] = ("left_eye", "right_eye", "nose", "mouth")
+
+
+def _part_ellipses(pts: np.ndarray, rng: np.random.Generator) -> list[tuple[str, tuple[float, float], float, float]]:
+    """A random non-empty subset of face-part ellipses: (part, centre (x, y) in the face frame, semi-axis along
+    x, semi-axis along y), sized from ``e`` and ``d`` (module docstring)."""
+    frame = _face_frame(pts)
+    e, d = frame.e, frame.d
+    (xl, yl), (xr, yr), (xn, yn) = frame.to_face(pts[0]), frame.to_face(pts[1]), frame.to_face(pts[2])
+    (xa, ya), (xb, yb) = frame.to_face(pts[3]), frame.to_face(pts[4])
+    xmc, ymc = (xa + xb) / 2.0, (ya + yb) / 2.0
+    half_mouth = abs(xb - xa) / 2.0
+    chosen = [p for p in PARTS if rng.random() < 0.5]
+    if not chosen:
+        chosen = [PARTS[int(rng.integers(len(PARTS)))]]
+    out = []
+    for part in chosen:
+        if part in ("left_eye", "right_eye"):
+            x, y = (xl, yl) if part == "left_eye" else (xr, yr)
+            lift = rng.uniform(0.0, 0.15) * d  # sometimes include the brow
+            out.append((part, (x, y - lift), rng.uniform(0.28, 0.42) * e, rng.uniform(0.2, 0.35) * d + lift))
+        elif part == "nose":
+            bottom = yn + rng.uniform(0.05, 0.15) * d
+            top = rng.uniform(-0.05, 0.15) * d
+            out.append((part, (xn / 2.0, (top + bottom) / 2.0), rng.uniform(0.18, 0.3) * e, (bottom - top) / 2.0))
+        else:
+            out.append((part, (xmc, ymc), half_mouth + rng.uniform(0.1, 0.25) * e, rng.uniform(0.18, 0.32) * d))
+    return out
+
+
+def _part_region(pts: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Filled face-part ellipses (H, W) uint8 in {0, 1}."""
+    frame = _face_frame(pts)
+    canvas = np.zeros(shape, dtype=np.uint8)
+    for _part, (cx, cy), ax, ay in _part_ellipses(pts, rng):
+        (px, py), = frame.to_image(np.array([[cx, cy]], dtype=np.float64))
+        axes = (max(1, int(round(ax))), max(1, int(round(ay))))
+        cv2.ellipse(canvas, (int(round(px)), int(round(py))), axes, frame.angle_deg, 0.0, 360.0, 1, thickness=-1)
+    return canvas
 
 
 def _face_scale(pts: np.ndarray) -> float:
@@ -357,7 +438,8 @@ def face_region_mask(
     (x, y) of the image; ``shape`` is (H, W) (a longer shape is cut to its first two values). The hull of
     the landmarks and derived points (module docstring) is filled, optionally replaced by its fitted
     ellipse, then elastically deformed and dilated/eroded; when the deformation would empty the mask,
-    the undeformed region is returned.
+    the undeformed region is returned. With ``config.part_mask_prob`` the region is a set of face-part
+    ellipses instead (module docstring).
     """
     pts = _check_landmarks(landmarks)
     h, w = int(shape[0]), int(shape[1])
@@ -367,7 +449,9 @@ def face_region_mask(
     hull_pts = _hull_points(pts, rng, config)
 
     canvas = np.zeros((h, w), dtype=np.uint8)
-    if rng.random() < config.ellipse_prob:
+    if config.part_mask_prob > 0.0 and rng.random() < config.part_mask_prob:
+        canvas = _part_region(pts, (h, w), rng)
+    elif rng.random() < config.ellipse_prob:
         vertices = cv2.convexHull(hull_pts.astype(np.float32))  # fit the outline, not the inner landmarks
         (cx, cy), (ax1, ax2), angle = cv2.fitEllipse(vertices)
         center = (int(round(cx)), int(round(cy)))
