@@ -253,3 +253,54 @@ def test_cli_train_with_relative_index(index: Path, tmp_path: Path, capsys: pyte
     text = capsys.readouterr().out
     assert "stopped at max_steps" in text and str(tmp_path / "cli_out" / "last.safetensors") in text
     assert (tmp_path / "cli_out" / "train_state.pt").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# init from a checkpoint, index repeats
+
+
+def test_init_from_checkpoint_starts_from_its_weights(index: Path, tmp_path: Path) -> None:
+    first = train(make_config(index, tmp_path / "first", epochs=1, ema_decay=0.0), progress=False)
+    source = load_checkpoint(first.last_checkpoint).state_dict()
+    base = to_dict(make_config(index, tmp_path / "second", max_steps=1, ema_decay=0.0))
+    base["model"] = {**base["model"], "init": "checkpoint", "init_checkpoint": first.last_checkpoint}
+    config = from_dict(TrainConfig, {**base, "optim": {"lr": 1e-12}})  # one step that cannot move the weights
+    train(config, progress=False)
+    after = state(tmp_path / "second")["model"]
+    params = [k for k in source if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(params) > 20 and all(torch.allclose(after[k], source[k], atol=1e-6) for k in params)
+    prov = load_checkpoint(tmp_path / "second" / "last.safetensors").checkpoint_info.provenance
+    assert prov["init"]["method"] == "checkpoint" and prov["init"]["sha256"] == file_sha256(first.last_checkpoint)
+    assert prov["init"]["source_steps"] == 5
+    # another architecture is refused, naming the checkpoint
+    other = {**base, "model": {**base["model"], "overrides": {**TINY, "sm_dim": 48}}, "output_dir": str(tmp_path / "x")}
+    with pytest.raises(ConfigError, match="another architecture"):
+        train(from_dict(TrainConfig, other), progress=False)
+    with pytest.raises(ConfigError, match="init_checkpoint"):
+        from_dict(TrainConfig, {**base, "model": {**base["model"], "init_checkpoint": None}})
+
+
+def test_init_checkpoint_path_is_relative_to_the_yaml(tmp_path: Path) -> None:
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "run.yaml"
+    path.write_text("model: {init: checkpoint, init_checkpoint: ../w/best.safetensors}\n"
+                    "data: {indexes: [i.csv]}\noutput_dir: out\n")  # fmt: skip
+    config = load_train_config(path)
+    assert config.model.init_checkpoint == str((tmp_path / "w" / "best.safetensors").resolve())
+
+
+def test_index_repeats_weight_training_rows_only(index: Path, tmp_path: Path) -> None:
+    from cevit.training.data import prepare_data
+    from cevit.preprocess import Preprocessing
+
+    config = make_config(index, tmp_path / "r", data={"val_fraction": 0.1})
+    spec = Preprocessing(input_size=64)
+    plain = prepare_data(config.data, spec=spec, augment=None, seed=0, batch_size=4)
+    rep_cfg = from_dict(TrainConfig, {**to_dict(config), "data": {**to_dict(config)["data"], "index_repeats": [3]}})
+    repeated = prepare_data(rep_cfg.data, spec=spec, augment=None, seed=0, batch_size=4)
+    assert len(plain.train) >= 12 and len(repeated.train) == 3 * len(plain.train)
+    assert repeated.n_val_real + repeated.n_val_fake == plain.n_val_real + plain.n_val_fake >= 4
+    with pytest.raises(ConfigError, match="index_repeats"):
+        from_dict(TrainConfig, {**to_dict(config), "data": {**to_dict(config)["data"], "index_repeats": [1, 2]}})
+    with pytest.raises(ConfigError, match="index_repeats"):
+        from_dict(TrainConfig, {**to_dict(config), "data": {**to_dict(config)["data"], "index_repeats": [0]}})

@@ -65,8 +65,18 @@ class ModelSection:
     #: Fields of :class:`~cevit.models.CrossEfficientViTConfig` to override, e.g. ``{image_size: 224}``.
     overrides: Mapping[str, Any] = field(default_factory=dict)
     #: ``random``: fresh weights; ``lite0``: both EfficientNet extractors from ImageNet EfficientNet-Lite0
-    #: (see :mod:`cevit.training.lite0`), the transformer stays random.
-    init: Literal["random", "lite0"] = "random"
+    #: (see :mod:`cevit.training.lite0`), the transformer stays random; ``checkpoint``: every weight from the
+    #: cevit checkpoint ``init_checkpoint`` (fine-tuning or continuing a finished run with a new recipe;
+    #: its architecture must equal ``preset`` + ``overrides``). Optimiser state and schedule start fresh.
+    init: Literal["random", "lite0", "checkpoint"] = "random"
+    #: The checkpoint of ``init: checkpoint`` (a path relative to the YAML's folder, or absolute).
+    init_checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.init == "checkpoint" and not self.init_checkpoint:
+            raise ConfigError("model.init_checkpoint: give the checkpoint to initialise from (init: checkpoint)")
+        if self.init != "checkpoint" and self.init_checkpoint:
+            raise ConfigError(f"model.init_checkpoint is only used with init: checkpoint (init is {self.init!r})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +85,10 @@ class DataSection:
 
     #: Face index CSV files (see the index format of ``cevit extract-faces``).
     indexes: tuple[str, ...]
+    #: Optional repeat count per index (same order as ``indexes``): each *training* row of index ``i`` is used
+    #: ``index_repeats[i]`` times per epoch (with fresh augmentation and pseudo-fakes each time), to give a small
+    #: index more weight. Validation rows are never repeated. ``null`` = 1 for every index.
+    index_repeats: tuple[int, ...] | None = None
     #: ``labelled``: real and fake rows with their labels; ``sbi``: real rows only, each paired in its batch with
     #: its self-blended pseudo-fake (a batch of B holds B/2 reals + their B/2 pseudo-fakes); ``mixed``: the
     #: labelled rows plus one self-blended pseudo-fake of every real row.
@@ -104,6 +118,13 @@ class DataSection:
     def __post_init__(self) -> None:
         if not self.indexes:
             raise ConfigError("data.indexes: give at least one face index CSV")
+        if self.index_repeats is not None:
+            if len(self.index_repeats) != len(self.indexes):
+                raise ConfigError(
+                    f"data.index_repeats: {len(self.index_repeats)} value(s) for {len(self.indexes)} index(es)"
+                )
+            if not all(isinstance(r, int) and r >= 1 for r in self.index_repeats):
+                raise ConfigError(f"data.index_repeats: expected integers >= 1, got {list(self.index_repeats)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.split_seed < 0:
@@ -300,9 +321,18 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a training YAML with ``load_yaml(TrainConfig, path)``; relative index paths → the YAML's folder."""
+    """Read a training YAML with ``load_yaml(TrainConfig, path)``; relative index and checkpoint paths → the YAML's folder."""
     path = Path(path)
     config = load_yaml(TrainConfig, path)
     base = path.resolve().parent
-    indexes = tuple(str(Path(p) if Path(p).is_absolute() else (base / p).resolve()) for p in config.data.indexes)
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, indexes=indexes))
+
+    def resolve(p: str) -> str:
+        return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
+
+    indexes = tuple(resolve(p) for p in config.data.indexes)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, indexes=indexes))
+    if config.model.init_checkpoint:
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, init_checkpoint=resolve(config.model.init_checkpoint))
+        )
+    return config

@@ -64,6 +64,7 @@ __all__ = [
     "EpochBatchSampler",
     "TrainData",
     "prepare_data",
+    "repeat_rows",
     "load_crop",
 ]
 
@@ -528,6 +529,16 @@ def filter_rows(
     return kept
 
 
+def repeat_rows(rows: list[FaceRow], repeats: dict[str, int]) -> list[FaceRow]:
+    """Each row ``repeats[row.index_path]`` times (1 for an index not named), in order; see ``data.index_repeats``."""
+    out: list[FaceRow] = []
+    for r in rows:
+        out.extend([r] * repeats.get(r.index_path, 1))
+    if len(out) != len(rows):
+        logger.info("index repeats: %d training rows -> %d items per epoch", len(rows), len(out))
+    return out
+
+
 def prepare_data(data: DataSection, *, spec: Preprocessing, augment: AugmentSection | None, seed: int,
                  batch_size: int) -> TrainData:  # fmt: skip
     """Read the indexes, split, filter rows by mode, cap, and build the training and validation datasets."""
@@ -553,6 +564,8 @@ def prepare_data(data: DataSection, *, spec: Preprocessing, augment: AugmentSect
         val_rows = [r for r in val_rows if r.label == 0]
     train_rows = _cap(train_rows, data.max_train_items, data.split_seed, 1)
     val_rows = _cap(val_rows, data.max_val_items, data.split_seed, 2)
+    if data.index_repeats is not None:
+        train_rows = repeat_rows(train_rows, dict(zip((str(Path(p)) for p in data.indexes), data.index_repeats)))
     if not train_rows:
         raise ConfigError(f"{data.indexes[0]}: no training rows left for mode {data.mode!r} after the split")
 

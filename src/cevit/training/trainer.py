@@ -406,6 +406,26 @@ def _build_model(config: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
         from cevit.training.lite0 import init_backbones_from_lite0
 
         init["counts"] = init_backbones_from_lite0(model)
+    elif config.model.init == "checkpoint":
+        from cevit.checkpoint import load_checkpoint
+
+        path = str(config.model.init_checkpoint)
+        source = load_checkpoint(path)
+        if source.config != model.config:
+            raise ConfigError(
+                f"{path}: model.init_checkpoint has another architecture than model.preset + overrides "
+                f"({source.config} vs {model.config})"
+            )
+        if source.preprocessing != model.preprocessing:
+            raise ConfigError(
+                f"{path}: model.init_checkpoint has another preprocessing contract than the model being trained "
+                f"({source.preprocessing} vs {model.preprocessing})"
+            )
+        model.load_state_dict(source.state_dict(), strict=True)
+        prov = source.checkpoint_info.provenance or {}
+        init.update(checkpoint=str(Path(path).resolve()), sha256=source.checkpoint_info.sha256,
+                    source_steps=prov.get("steps"), source_init=prov.get("init"),
+                    source_metrics=prov.get("metrics"))  # fmt: skip
     return model, init
 
 
