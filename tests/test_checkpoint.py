@@ -47,6 +47,27 @@ def test_half_storage_is_smaller_and_close(small_model, tmp_path):
         assert (loaded(x) - small_model(x)).abs().max() < 1e-2
 
 
+def test_mixed_storage_keeps_named_tensors_exact(small_model, tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "m.safetensors"
+    floats = [k for k, v in small_model.state_dict().items() if v.is_floating_point()]
+    keep = floats[:5]
+    save_checkpoint(small_model, path, half=True, keep_fp32=keep)
+    assert read_checkpoint_info(path).dtype == "mixed"
+    with safe_open(str(path), framework="pt") as fh:
+        stored = {k: fh.get_tensor(k).dtype for k in fh.keys()}
+    assert {k for k in floats if stored[k] == torch.float32} == set(keep)
+    assert all(stored[k] == torch.float16 for k in floats[5:])
+    loaded = load_checkpoint(path).state_dict()
+    for k in keep:
+        assert torch.equal(loaded[k], small_model.state_dict()[k])
+    with pytest.raises(CheckpointError, match="does not have"):
+        save_checkpoint(small_model, path, half=True, keep_fp32=["no.such.tensor"])
+    with pytest.raises(CheckpointError, match="half=True"):
+        save_checkpoint(small_model, path, keep_fp32=keep)
+
+
 def test_wrong_keys_are_named(small_model, tmp_path):
     path = tmp_path / "m.safetensors"
     save_checkpoint(small_model, path)

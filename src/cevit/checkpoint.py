@@ -19,6 +19,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class CheckpointInfo:
     preprocessing: Preprocessing
     provenance: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
-    dtype: str = "float32"
+    dtype: str = "float32"  #: storage: "float32", "float16" or "mixed" (fp16 except named tensors)
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -70,16 +71,29 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
 
 
 def save_checkpoint(
-    model: CrossEfficientViT, path: str | Path, *, half: bool = False, **provenance: Any
+    model: CrossEfficientViT,
+    path: str | Path,
+    *,
+    half: bool = False,
+    keep_fp32: Collection[str] = (),
+    **provenance: Any,
 ) -> str:
     """Write ``model`` to ``path`` (safetensors + metadata); returns the file's SHA-256.
 
     ``provenance`` keyword arguments (data, recipe, metrics, git_commit, ...) must be JSON-serialisable.
-    ``half=True`` stores floating-point tensors as fp16 (half the size; check the logit drift before shipping).
+    ``half=True`` stores floating-point tensors as fp16 (half the size; check the logit drift before shipping),
+    except those named in ``keep_fp32``, which stay fp32 (mixed storage, metadata ``dtype`` = ``"mixed"``).
+    Loading always gives an fp32 model.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
+    keep = set(keep_fp32)
+    unknown = sorted(keep - set(model.state_dict()))
+    if unknown:
+        raise CheckpointError(f"{path}: keep_fp32 names tensors the model does not have: {', '.join(unknown[:5])}")
+    if keep and not half:
+        raise CheckpointError(f"{path}: keep_fp32 only makes sense with half=True")
     try:
         provenance_json = json.dumps(provenance, sort_keys=True, default=str)
     except (TypeError, ValueError) as exc:
@@ -87,7 +101,7 @@ def save_checkpoint(
     tensors = {}
     for key, tensor in model.state_dict().items():
         t = tensor.detach().cpu()
-        if half and t.is_floating_point():
+        if half and t.is_floating_point() and key not in keep:
             t = t.half()
         tensors[key] = t.contiguous()
     metadata = {
@@ -98,7 +112,7 @@ def save_checkpoint(
         "preprocessing": json.dumps(to_dict(model.preprocessing), sort_keys=True),
         "provenance": provenance_json,
         "created": json.dumps(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
-        "dtype": json.dumps("float16" if half else "float32"),
+        "dtype": json.dumps(("mixed" if keep else "float16") if half else "float32"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
