@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -133,6 +134,15 @@ def _open_header(fh: IO[bytes], p: Path) -> ImageFile.ImageFile:
         raise MediaError(f"{p}: truncated or corrupt {hinted} image header ({exc})") from exc
 
 
+_WARNINGS_LOCK = threading.Lock()
+
+
+def _may_warn(im: Image.Image) -> bool:
+    """Whether decoding ``im`` can trigger Pillow's DecompressionBombWarning (more pixels than its global limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and im.size[0] * im.size[1] > limit
+
+
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(0x0112, 1)
@@ -199,9 +209,13 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     with _open_file(p) as fh, _open_header(fh, p) as im:
         _check_size(im, p, max_pixels)
         try:
-            with warnings.catch_warnings():
-                # Within our own limit Pillow's (lower, global) bomb warning is noise.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if _may_warn(im):
+                # Within our own limit Pillow's (lower, global) bomb warning is noise. catch_warnings changes
+                # process-wide state, so it runs under a lock, and only for the rare images above Pillow's limit.
+                with _WARNINGS_LOCK, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    im.load()
+            else:
                 im.load()
         except Image.DecompressionBombError as exc:
             raise MediaTooLargeError(f"{p}: image too large to decode safely ({exc})") from exc
