@@ -27,10 +27,14 @@ def run(args: argparse.Namespace) -> int:
             bundled = "bundled weights" if bundled_weights_path(name) else "no bundled weights"
             print(f"{name:24s} {preset.description} [{bundled}]")
         return 0
-    if args.weights:
-        from cevit.inference.pipeline import load_weights
+    from cevit.inference.pipeline import load_weights
 
+    weights_desc = args.weights
+    if args.weights:
         model = load_weights(args.weights)
+    elif (bundled := bundled_weights_path(args.preset or DEFAULT_PRESET)) is not None:
+        model = load_weights(bundled)  # what `cevit analyze` uses without --weights
+        weights_desc = f"bundled default weights ({bundled.name}, see MODEL_CARD.md)"
     else:
         model = create_model(args.preset or DEFAULT_PRESET)
     n_params = sum(p.numel() for p in model.parameters())
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         "token_grids": model.token_grids,
         "config": to_dict(model.config),
         "preprocessing": to_dict(model.preprocessing),
-        "weights": args.weights or "fresh random weights (no checkpoint)",
+        "weights": weights_desc or "fresh random weights (no checkpoint, none bundled)",
     }
     if info is not None:
         summary["checkpoint_sha256"] = info.sha256
@@ -68,4 +72,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights        {summary['weights']}")
     if info is not None:
         print(f"sha256         {info.sha256}")
+        ev = info.provenance.get("eval_public") if isinstance(info.provenance, dict) else None
+        if isinstance(ev, dict):
+            parts = [f"{k.split('=', 1)[1]}s AUC {v['auc']:.3f}" for k, v in sorted(ev.get("by_media_type", {}).items())
+                     if isinstance(v, dict) and isinstance(v.get("auc"), float)]  # fmt: skip
+            if parts:
+                print(f"evaluation     eval_public: {', '.join(parts)} (see MODEL_CARD.md for what this does and does not mean)")
     return 0
