@@ -1,8 +1,11 @@
 """Bundle a trained checkpoint as the package's default weights: fp16 storage, checked logit drift, size limit.
 
-    python tools/bundle_weights.py runs/default_v1_lfw_sbi_stage2/best.safetensors \\
-        --faces-index data/lfw_faces/index.csv [--eval-metrics runs/eval_public_v2/metrics.json] \\
-        [--preset CROSS-EFFICIENT-VIT-V1] [--max-drift 1e-3] [--max-mib 30]
+    python tools/bundle_weights.py runs/default_v1_lfw_sbi_stage3/best.safetensors \\
+        --faces-index data/lfw_faces/index.csv [--storage mixed|fp16-rounded] \\
+        [--eval-metrics runs/eval_public_default/metrics.json] [--preset CROSS-EFFICIENT-VIT-V1] \\
+        [--max-drift 1e-3] [--max-mib 30]
+
+The shipped default weights were bundled with ``--storage fp16-rounded`` (see MODEL_CARD.md).
 
 Writes ``src/cevit/weights/<preset>.safetensors`` (loaded by ``load_model(preset)`` and ``cevit analyze`` without
 ``--weights``) with the source checkpoint's provenance, the evaluation metrics and a ``storage`` record.

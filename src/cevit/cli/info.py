@@ -1,4 +1,4 @@
-"""``cevit info``: build a model (a preset or a checkpoint) and print its summary."""
+"""``cevit info``: summarise a model (a preset with its bundled weights, or a checkpoint)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a model summary (preset or checkpoint)",
-                       description="Build the default model (or a named preset / checkpoint) and print its summary.")
+                       description="Summarise the model that `cevit analyze` would use: the preset with its bundled default "
+                                   "weights (fresh random weights when none are bundled), or --weights.")
     p.add_argument("preset", nargs="?", default=None, help="preset name (default: CROSS-EFFICIENT-VIT-V1)")
-    p.add_argument("--weights", help="summarise this checkpoint instead of a fresh preset")
+    p.add_argument("--weights", help="summarise this checkpoint instead of the preset's bundled weights")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
