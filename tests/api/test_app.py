@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -56,12 +57,13 @@ def files(name: str = "astronaut.jpg", data: bytes = JPEG) -> dict:
     return {"file": (name, data, "application/octet-stream")}
 
 
-async def wait_until(condition, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
+async def wait_until(condition, timeout: float = 120.0) -> None:
+    """Poll ``condition`` until it holds; ``timeout`` only caps a hang (a loaded CI machine can be very slow)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 def assert_empty(folder: Path) -> None:
@@ -83,7 +85,7 @@ class FakeDetector:
         self.calls.append(Path(media_path))
         assert Path(media_path).is_file(), "the upload must exist while it is analysed"
         if self.hold:
-            assert self.release.wait(20), "test never released the fake detector"
+            assert self.release.wait(120), "test never released the fake detector"
         if self.error is not None:
             raise self.error
         return {"source": str(media_path), "media_type": "image", "prediction": "REAL", "confidence": 0.9,
@@ -336,9 +338,13 @@ async def test_full_queue_503_and_event_loop_stays_free(tmp_path):
         pool = app.state.cevit.pool
         tasks = [asyncio.create_task(client.post("/v1/analyze", files=files(f"f{k}.jpg"))) for k in range(5)]
         await wait_until(lambda: sum(t.done() for t in tasks) == 3)  # 1 running + 1 queued; 3 refused
-        assert pool.in_flight == 2 and len(slow.calls) == 1
-        assert len(list(tmp_path.iterdir())) == 2  # the running and the queued upload
-        health = await asyncio.wait_for(client.get("/v1/health"), 2)  # not blocked by the busy worker
+        assert pool.in_flight == 2
+        # The refusals can return before the admitted uploads finish streaming: wait for the worker to hold one.
+        await wait_until(lambda: len(slow.calls) == 1)
+        await wait_until(lambda: len(list(tmp_path.iterdir())) == 2)  # the running and the queued upload
+        assert sum(t.done() for t in tasks) == 3  # the worker is held: nothing else can finish
+        # Not blocked by the busy worker (it is held until release, so a blocked loop would hang to the cap).
+        health = await asyncio.wait_for(client.get("/v1/health"), 120)
         assert health.json()["in_flight"] == 2
         refused = [t.result() for t in tasks if t.done()]
         slow.release.set()
