@@ -142,3 +142,25 @@ def test_config_validation_and_yaml_keys() -> None:
         from_dict(AugmentSection, {"rotate": 5}, prefix="augment.")
     cfg = from_dict(AugmentSection, {"jpeg_quality": [50, 60], "noise_std": [1, 2]})
     assert cfg.jpeg_quality == (50, 60) and cfg.noise_std == (1.0, 2.0)
+
+
+def test_down_up_scale_loses_detail_and_is_drawn_only_when_enabled() -> None:
+    from cevit.training.augment import down_up_scale
+
+    img = face(5)
+    low = down_up_scale(img, 0.3)
+    assert low.shape == img.shape and low.dtype == np.uint8
+    detail = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert detail(low) < 0.8 * detail(img)
+    assert np.abs(down_up_scale(img, 1.0).astype(int) - img.astype(int)).max() <= 1
+    # downscale_prob 0 (the default) draws no random number: older configs keep their exact augmentations
+    base = AugmentSection(color_jitter_prob=0.0, blur_prob=0.0, noise_prob=0.0, jpeg_prob=1.0)
+    a = augment_photometric(img, rng=np.random.default_rng(3), config=base)
+    rng = np.random.default_rng(3)
+    rng.random(size=4)  # the colour, blur, noise and JPEG draws
+    assert np.array_equal(a, jpeg_compress(img, int(rng.integers(40, 96))))
+    on = AugmentSection(color_jitter_prob=0.0, blur_prob=0.0, noise_prob=0.0, jpeg_prob=0.0, downscale_prob=1.0,
+                        downscale_range=(0.3, 0.3))  # fmt: skip
+    assert np.array_equal(augment_photometric(img, rng=np.random.default_rng(0), config=on), down_up_scale(img, 0.3))
+    with pytest.raises(ConfigError, match="downscale_range"):
+        AugmentSection(downscale_range=(0.0, 0.5))

@@ -251,3 +251,54 @@ def test_filter_rows_by_face_index_size_and_probability():
     assert filter_rows(rows, max_face_index=0) == [rows[0], rows[2], rows[3]]
     assert filter_rows(rows, min_face_size=60) == [rows[0], rows[1], rows[3]]
     assert filter_rows(rows, min_det_prob=0.9, max_face_index=0, min_face_size=60) == [rows[0]]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# per-index caps, sources, file-size check
+
+
+def test_cap_per_index_caps_named_indexes_only_and_is_stable() -> None:
+    from cevit.training.data import cap_per_index
+
+    rows = [FaceRow(**{**row(f"a{i}").__dict__, "index_path": "a.csv"}) for i in range(10)]
+    rows += [FaceRow(**{**row(f"b{i}").__dict__, "index_path": "b.csv"}) for i in range(4)]
+    capped = cap_per_index(rows, {"a.csv": 3, "b.csv": None}, seed=0)
+    assert sum(r.index_path == "a.csv" for r in capped) == 3 and sum(r.index_path == "b.csv" for r in capped) == 4
+    assert capped == [r for r in rows if r in capped]  # order kept
+    assert cap_per_index(rows, {"a.csv": 3}, seed=0) == capped  # same seed, same subset
+    assert cap_per_index(rows, {"a.csv": 3}, seed=1) != capped
+    assert cap_per_index(rows, {"a.csv": 50}, seed=0) == rows
+
+
+def test_index_max_items_in_config_and_prepare_data(tmp_path: Path) -> None:
+    a = str(write_index(tmp_path / "a", groups=6, frames=2))
+    b = str(write_index(tmp_path / "b", groups=2, frames=2))
+    data = prepare_data(DataSection(indexes=(a, b), index_max_items=(3, None), val_fraction=0.0), spec=SPEC,
+                        augment=None, seed=0, batch_size=2)  # fmt: skip
+    assert len(data.train) == 3 + 8
+    with pytest.raises(ConfigError, match="index_max_items"):
+        DataSection(indexes=(a, b), index_max_items=(3,))
+    with pytest.raises(ConfigError, match="index_max_items"):
+        DataSection(indexes=(a,), index_max_items=(0,))
+
+
+def test_sources_of_items_and_file_size_check(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from cevit.training.data import file_size_auc, log_file_size_check, row_source
+
+    index = write_index(tmp_path / "pack", groups=4, frames=2)
+    rows = read_index(index)
+    assert {row_source(r) for r in rows} == {"pack"}  # dataset "generic" -> the index's folder
+    assert row_source(FaceRow(**{**rows[0].__dict__, "dataset": "lfwfs"})) == "lfwfs"
+    ds = LabelledFaceDataset(rows, spec=SPEC, sbi_from_reals=True)
+    assert ds.sources.count("sbi") == 8 and ds.sources.count("pack") == 16
+    # fakes of the synthetic set are blurred: their PNG crops differ in size, a shortcut the check must flag
+    aucs = file_size_auc(rows)
+    assert set(aucs) == {"pack", "all"} and max(aucs["pack"], 1 - aucs["pack"]) > 0.9
+    with caplog.at_level(logging.INFO, logger="cevit"):
+        log_file_size_check(rows)
+    assert "file size alone separates real from fake in 'pack'" in caplog.text
+    caplog.clear()
+    reals = [r for r in rows if r.label == 0]
+    with caplog.at_level(logging.INFO, logger="cevit"):
+        assert log_file_size_check(reals) == {}  # one class: nothing to separate
+    assert "separates" not in caplog.text

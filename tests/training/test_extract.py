@@ -132,3 +132,12 @@ def test_cli_sbi_preview_from_index_and_images(tmp_path, face_rgb, capsys):
     assert w == 3 * h + 6  # one row: real | fake | mask, square cells, two 3-px separators
     code = main(["sbi-preview", str(tmp_path / "nothing.csv"), "--output", str(png)])
     assert code == 2 and "cannot read face index" in capsys.readouterr().err
+
+
+def test_limit_keeps_the_first_items_in_sorted_order(tmp_path, face_rgb):
+    root = _dataset(tmp_path, face_rgb)
+    full = extract_faces(root, tmp_path / "full", config=ExtractConfig(num_frames=2))
+    s = extract_faces(root, tmp_path / "two", config=ExtractConfig(num_frames=2), limit=2)
+    assert s.items == 2 and s.items < full.items
+    sources = sorted({r["source"] for r in _rows(s.index_path)})
+    assert sources == sorted({r["source"] for r in _rows(full.index_path)})[: len(sources)]

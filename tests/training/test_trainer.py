@@ -304,3 +304,17 @@ def test_index_repeats_weight_training_rows_only(index: Path, tmp_path: Path) ->
         from_dict(TrainConfig, {**to_dict(config), "data": {**to_dict(config)["data"], "index_repeats": [1, 2]}})
     with pytest.raises(ConfigError, match="index_repeats"):
         from_dict(TrainConfig, {**to_dict(config), "data": {**to_dict(config)["data"], "index_repeats": [0]}})
+
+
+def test_per_source_auc_separates_labelled_sources_from_sbi() -> None:
+    from cevit.training.trainer import per_source_auc
+
+    scores = np.array([0.1, 0.9, 0.2, 0.3, 0.8, 0.6, 0.7, 0.4])
+    labels = np.array([0, 1, 0, 0, 1, 1, 1, 0])
+    sources = ["lfwfs", "lfwfs", "cip", "cip", "cip", "sbi", "sbi", "lfw"]
+    out = per_source_auc(scores, labels, sources)
+    assert out["lfwfs"] == 1.0 and out["cip"] == 1.0
+    # sbi pseudo-fakes (0.6, 0.7) against every real (0.1, 0.2, 0.3, 0.4): all above
+    assert out["sbi"] == 1.0 and "lfw" not in out  # a real-only source has no AUC of its own
+    flipped = per_source_auc(1 - scores, labels, sources)
+    assert flipped["cip"] == 0.0 and flipped["sbi"] == 0.0

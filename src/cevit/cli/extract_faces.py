@@ -24,19 +24,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-size", type=int, default=320, help="maximum side of a saved crop in px (default: 320)")
     p.add_argument("--format", dest="crop_format", default="png", choices=("png", "jpg"))
     p.add_argument("--max-faces", type=int, default=0, help="keep at most N faces per frame (0 = all)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N items of the dataset, in its sorted order (a reproducible subset)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cevit.cli.progress import progress_bar
+    from cevit.errors import ConfigError
     from cevit.training.extract import ExtractConfig, extract_faces
 
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     cfg = ExtractConfig(num_frames=args.frames, workers=args.workers, save_margin=args.save_margin,
                         save_size=args.save_size, crop_format=args.crop_format, max_faces_per_frame=args.max_faces)  # fmt: skip
     with progress_bar("extracting", enabled=not args.quiet) as progress:
         s = extract_faces(args.data, args.output, layout=args.layout, label=args.label, quality=args.quality,
-                          config=cfg, progress=progress)  # fmt: skip
+                          config=cfg, progress=progress, limit=args.limit)  # fmt: skip
     print(f"{s.items} items ({s.done_before} done before, {s.processed} processed, {s.failed} failed), "
           f"{s.faces} faces in {s.index_path} ({s.seconds:.1f} s)")  # fmt: skip
     return 1 if s.failed else 0

@@ -174,10 +174,18 @@ def jpeg_compress(image: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def down_up_scale(image: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink by ``factor`` (area interpolation) and enlarge back to the original size (bilinear): a low-resolution
+    copy, as from a small face in a video frame or a thumbnail."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def augment_photometric(
     image: np.ndarray, *, rng: np.random.Generator, config: AugmentSection, scale: float = 1.0
 ) -> np.ndarray:
-    """Random colour jitter, blur, noise and JPEG (in that order) of a uint8 RGB image.
+    """Random colour jitter, blur, down/up-scaling, noise and JPEG (in that order) of a uint8 RGB image.
 
     ``scale`` is the number of image pixels per model-input pixel (crop side / input size); the blur sigma
     of the config is multiplied by it.
@@ -193,6 +201,9 @@ def augment_photometric(
         out = color_jitter(out, brightness=b, contrast=c, saturation=s, hue=h)
     if rng.random() < config.blur_prob:
         out = gaussian_blur(out, float(rng.uniform(*config.blur_sigma)) * max(scale, 1e-3))
+    # drawn only when enabled, so configs without it keep their random streams (and their exact results)
+    if config.downscale_prob > 0 and rng.random() < config.downscale_prob:
+        out = down_up_scale(out, float(rng.uniform(*config.downscale_range)))
     if rng.random() < config.noise_prob:
         out = gaussian_noise(out, float(rng.uniform(*config.noise_std)), rng)
     if rng.random() < config.jpeg_prob:

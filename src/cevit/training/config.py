@@ -89,6 +89,10 @@ class DataSection:
     #: ``index_repeats[i]`` times per epoch (with fresh augmentation and pseudo-fakes each time), to give a small
     #: index more weight. Validation rows are never repeated. ``null`` = 1 for every index.
     index_repeats: tuple[int, ...] | None = None
+    #: Optional cap per index (same order as ``indexes``) on its *training* rows after the split and before the
+    #: repeats (a subset drawn with ``split_seed``), so a large index does not dominate; ``null`` entries (or
+    #: ``null`` for the whole key) mean no cap. Validation rows are never capped by it.
+    index_max_items: tuple[int | None, ...] | None = None
     #: ``labelled``: real and fake rows with their labels; ``sbi``: real rows only, each paired in its batch with
     #: its self-blended pseudo-fake (a batch of B holds B/2 reals + their B/2 pseudo-fakes); ``mixed``: the
     #: labelled rows plus one self-blended pseudo-fake of every real row.
@@ -125,6 +129,13 @@ class DataSection:
                 )
             if not all(isinstance(r, int) and r >= 1 for r in self.index_repeats):
                 raise ConfigError(f"data.index_repeats: expected integers >= 1, got {list(self.index_repeats)}")
+        if self.index_max_items is not None:
+            if len(self.index_max_items) != len(self.indexes):
+                raise ConfigError(
+                    f"data.index_max_items: {len(self.index_max_items)} value(s) for {len(self.indexes)} index(es)"
+                )
+            if not all(c is None or (isinstance(c, int) and c >= 1) for c in self.index_max_items):
+                raise ConfigError(f"data.index_max_items: expected integers >= 1 or null, got {list(self.index_max_items)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.split_seed < 0:
@@ -165,6 +176,10 @@ class AugmentSection:
     #: Gaussian blur; sigma in pixels AT THE MODEL'S INPUT RESOLUTION (scaled to the crop's resolution).
     blur_prob: float = 0.1
     blur_sigma: tuple[float, float] = (0.3, 1.5)
+    #: Down/up-scaling: shrink the saved crop by a factor drawn from ``downscale_range`` and enlarge it back
+    #: (a low-resolution face, as in a small video face or a thumbnail). Off by default.
+    downscale_prob: float = 0.0
+    downscale_range: tuple[float, float] = (0.3, 0.9)
     #: Additive Gaussian noise, standard deviation in 0-255 units, per pixel and channel.
     noise_prob: float = 0.1
     noise_std: tuple[float, float] = (2.0, 8.0)
@@ -177,7 +192,7 @@ class AugmentSection:
 
     def __post_init__(self) -> None:
         for name in ("hflip_prob", "ssr_prob", "color_jitter_prob", "blur_prob", "noise_prob", "jpeg_prob",
-                     "isotropic_pad_prob"):  # fmt: skip
+                     "isotropic_pad_prob", "downscale_prob"):  # fmt: skip
             _check_prob("augment", name, getattr(self, name))
         limits = {"shift_limit": 0.5, "scale_limit": 0.9, "rotate_limit": 180.0, "brightness": 1.0,
                   "contrast": 1.0, "saturation": 1.0, "hue": 0.5}  # fmt: skip
@@ -188,6 +203,7 @@ class AugmentSection:
         _check_range("augment", "blur_sigma", self.blur_sigma, 0.0, 50.0)
         _check_range("augment", "noise_std", self.noise_std, 0.0, 255.0)
         _check_range("augment", "jpeg_quality", self.jpeg_quality, 1, 100)
+        _check_range("augment", "downscale_range", self.downscale_range, 0.05, 1.0)
 
 
 @dataclass(frozen=True, kw_only=True)

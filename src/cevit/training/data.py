@@ -410,6 +410,11 @@ class LabelledFaceDataset(_FaceItems):
     def groups(self) -> list[str]:
         return [self.rows[i].group + ("#sbi" if sbi else "") for i, sbi in self.items]
 
+    @property
+    def sources(self) -> list[str]:
+        """Source of every item (:func:`row_source`; ``sbi`` for the self-blended pseudo-fakes)."""
+        return ["sbi" if sbi else row_source(self.rows[i]) for i, sbi in self.items]
+
     def _make(self, j: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         row_idx, sbi = self.items[j]
         row = self.rows[row_idx]
@@ -529,6 +534,84 @@ def filter_rows(
     return kept
 
 
+def cap_per_index(rows: list[FaceRow], caps: dict[str, int | None], *, seed: int) -> list[FaceRow]:
+    """At most ``caps[row.index_path]`` rows of each index (a subset drawn with ``seed``), order kept."""
+    by_index: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_index.setdefault(r.index_path, []).append(i)
+    keep: set[int] = set()
+    for stream, (index_path, positions) in enumerate(sorted(by_index.items())):
+        cap = caps.get(index_path)
+        if cap is None or len(positions) <= cap:
+            keep.update(positions)
+            continue
+        chosen = np.random.default_rng([seed, 3, stream]).choice(len(positions), size=cap, replace=False)
+        keep.update(positions[int(j)] for j in chosen)
+        logger.info("index cap: %d of %d training rows of %s", cap, len(positions), index_path)
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def row_source(row: FaceRow) -> str:
+    """The source a row is reported under: its ``dataset`` column, or (empty / ``generic``) its index's folder name."""
+    if row.dataset and row.dataset != "generic":
+        return row.dataset
+    return Path(row.index_path).parent.name or Path(row.index_path).stem
+
+
+def _file_size(row: FaceRow) -> int | None:
+    """Bytes of the row's media file when ``source`` is an absolute path, else of its saved crop; None if unreadable."""
+    for candidate in (row.source, row.crop_path):
+        if candidate and Path(candidate).is_absolute():
+            try:
+                return Path(candidate).stat().st_size
+            except OSError:
+                continue
+    return None
+
+
+def file_size_auc(rows: Sequence[FaceRow]) -> dict[str, float]:
+    """AUC of "file size alone predicts fake" per source with both classes, and over all labelled rows.
+
+    A value far from 0.5 (either way) means the classes differ in how their files were encoded, a shortcut a
+    detector can learn instead of the faces; :func:`log_file_size_check` warns above 0.6 (or below 0.4). The
+    size is that of the saved crop (``extract-faces`` re-encodes every crop the same way, so this measures what
+    the model is trained on: resolution and content of the crops, not the original files' JPEG settings).
+    """
+    from cevit.evaluation.metrics import roc_auc
+
+    sizes: dict[str, tuple[list[int], list[int]]] = {}
+    for r in rows:
+        size = _file_size(r)
+        if size is None:
+            continue
+        for key in (row_source(r), "all"):
+            ys, xs = sizes.setdefault(key, ([], []))
+            ys.append(r.label)
+            xs.append(size)
+    out: dict[str, float] = {}
+    for key, (ys, xs) in sizes.items():
+        y = np.asarray(ys)
+        if 0 < y.sum() < len(y):
+            x = np.asarray(xs, dtype=np.float64)
+            x = (x - x.min()) / max(float(x.max() - x.min()), 1.0)  # monotone map to [0, 1]: same AUC
+            out[key] = float(roc_auc(y, x))
+    return out
+
+
+def log_file_size_check(rows: Sequence[FaceRow], *, limit: float = 0.6) -> dict[str, float]:
+    """Log :func:`file_size_auc` of the training rows; warn when a source's crops are separable by size alone."""
+    aucs = file_size_auc(rows)
+    for key, auc in sorted(aucs.items()):
+        separable = max(auc, 1.0 - auc)
+        if separable > limit:
+            logger.warning("training data: file size alone separates real from fake in %r (AUC %.3f > %.2f): the "
+                           "classes differ in encoding or resolution, a shortcut the model can learn", key, auc, limit)  # fmt: skip
+        else:
+            logger.info("training data: file-size-only AUC %.3f for %r (<= %.2f either way: no size shortcut)",
+                        auc, key, limit)  # fmt: skip
+    return aucs
+
+
 def repeat_rows(rows: list[FaceRow], repeats: dict[str, int]) -> list[FaceRow]:
     """Each row ``repeats[row.index_path]`` times (1 for an index not named), in order; see ``data.index_repeats``."""
     out: list[FaceRow] = []
@@ -562,8 +645,12 @@ def prepare_data(data: DataSection, *, spec: Preprocessing, augment: AugmentSect
             logger.info("sbi mode: using only real rows with landmarks (%d training rows left out)", n_drop)
         train_rows = [r for r in train_rows if keep(r)]
         val_rows = [r for r in val_rows if r.label == 0]
+    if data.index_max_items is not None:
+        train_rows = cap_per_index(train_rows, dict(zip((str(Path(p)) for p in data.indexes), data.index_max_items)),
+                                   seed=data.split_seed)  # fmt: skip
     train_rows = _cap(train_rows, data.max_train_items, data.split_seed, 1)
     val_rows = _cap(val_rows, data.max_val_items, data.split_seed, 2)
+    log_file_size_check(train_rows)
     if data.index_repeats is not None:
         train_rows = repeat_rows(train_rows, dict(zip((str(Path(p)) for p in data.indexes), data.index_repeats)))
     if not train_rows:

@@ -220,14 +220,20 @@ def _write_index(out_dir: Path, items: list[MediaItem], records: dict[str, dict[
 
 def extract_faces(
     root: str | Path, out_dir: str | Path, *, layout: str = "auto", label: str | None = None, quality: str = "c23",
-    config: ExtractConfig | None = None, progress: Callable[[int, int], None] | None = None,
+    config: ExtractConfig | None = None, progress: Callable[[int, int], None] | None = None, limit: int | None = None,
 ) -> ExtractSummary:  # fmt: skip
-    """Extract the faces of every item of the dataset at ``root`` into ``out_dir`` (resumable)."""
+    """Extract the faces of every item of the dataset at ``root`` into ``out_dir`` (resumable).
+
+    ``limit`` keeps only the first ``limit`` items in the layout's sorted order (a reproducible subset; the index
+    then lists only those, even when a previous run extracted more).
+    """
     cfg = config or ExtractConfig()
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = discover(root, layout=layout, label=label, quality=quality)
+    if limit is not None:
+        items = items[:limit]
     progress_path = out / "progress.jsonl"
     records = _read_progress(progress_path)
     todo = [it for it in items if records.get(it.rel, {}).get("status") != "ok"]

@@ -379,7 +379,8 @@ def _evaluate(model: nn.Module, data: TrainData, *, batch_size: int, device: tor
     g_scores = np.array([np.mean(v) for v in per_group.values()], dtype=np.float64)
     auc_frame = roc_auc(y, np.clip(s, 0.0, 1.0))
     auc_group = roc_auc(g_labels, np.clip(g_scores, 0.0, 1.0))
-    return {
+    by_source = per_source_auc(np.clip(s, 0.0, 1.0), y, [dataset.sources[int(i)] for i in item])
+    metrics: dict[str, Any] = {
         "val_loss": loss_sum / len(y),
         "val_auc_frame": auc_frame,
         "val_auc_group": auc_group,
@@ -388,6 +389,34 @@ def _evaluate(model: nn.Module, data: TrainData, *, batch_size: int, device: tor
         # early stopping: group AUC unless every group has one crop (then both AUCs are the same thing)
         "val_metric": auc_group if len(per_group) < len(y) else auc_frame,
     }
+    metrics.update({f"val_auc_{name}": auc for name, auc in by_source.items()})
+    if len(by_source) >= 2:
+        # several sources: the mean of their AUCs, so the largest source does not decide the checkpoint alone
+        metrics["val_auc_mean_source"] = float(np.mean(list(by_source.values())))
+        metrics["val_metric"] = metrics["val_auc_mean_source"]
+    return metrics
+
+
+def per_source_auc(scores: np.ndarray, labels: np.ndarray, sources: list[str]) -> dict[str, float]:
+    """Validation AUC per source (frame level).
+
+    A source with both classes (a labelled set: its reals vs its fakes) gets its own AUC. The self-blended
+    pseudo-fakes (source ``sbi``) are scored against every real item of the validation split, as the SBI
+    modes always did. Sources with one class only (real-only sets) contribute their reals to ``sbi``.
+    """
+    from cevit.evaluation.metrics import roc_auc
+
+    src = np.asarray(sources)
+    out: dict[str, float] = {}
+    for name in sorted(set(sources) - {"sbi"}):
+        mask = src == name
+        if 0 < labels[mask].sum() < mask.sum():
+            out[name] = float(roc_auc(labels[mask], scores[mask]))
+    sbi = src == "sbi"
+    if sbi.any() and (labels == 0).any():
+        mask = sbi | (labels == 0)
+        out["sbi"] = float(roc_auc(labels[mask], scores[mask]))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -697,8 +726,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         entry = {"epoch": epoch, "step": global_step, "lr": current_lr(), "train_loss": train_loss,
                  "val_loss": metrics.get("val_loss"), "val_auc_frame": _finite_or_none(metrics.get("val_auc_frame")),
                  "val_auc_group": _finite_or_none(metrics.get("val_auc_group")), "seconds": seconds()}  # fmt: skip
-        history.append(entry)
         log.write(**entry)
+        sources = {k: _finite_or_none(v) for k, v in metrics.items() if k.startswith("val_auc_") and k not in entry}
+        entry.update(sources)
+        history.append(entry)
+        if sources:
+            logger.info("epoch %d validation AUC per source: %s", epoch,
+                        ", ".join(f"{k.removeprefix('val_auc_')} {_fmt(v)}" for k, v in sorted(sources.items())))
         metric = metrics.get("val_metric")
         m = float(metric) if metric is not None and math.isfinite(metric) else -math.inf
         improved = best_metric is None or m > best_metric or data.val is None
