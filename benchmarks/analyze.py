@@ -88,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.weights
         if weights is None:
             weights = tmp_path / "random_v1.safetensors"
-            save_checkpoint(create_model("CROSS-EFFICIENT-VIT-V1"), weights, note="random weights for benchmarking")
+            save_checkpoint(create_model("cross_efficient_vit_v1"), weights, note="random weights for benchmarking")
         print("making inputs ...", file=sys.stderr)
         inputs = {
             "1080p 10 s, 1 face": _video(tmp_path / "v1080.mp4", 1920, 1080, 10, 30, [(800, 300, 360)]),
-            "720p 10 s, 3 faces": _video(tmp_path / "v720.mp4", 1280, 720, 10, 30,
-                                         [(100, 200, 220), (520, 240, 200), (900, 180, 240)]),  # fmt: skip
+            "720p 10 s, 3 faces": _video(
+                tmp_path / "v720.mp4", 1280, 720, 10, 30, [(100, 200, 220), (520, 240, 200), (900, 180, 240)]
+            ),  # fmt: skip
             "4000x3000 photo": _photo(tmp_path / "photo.jpg"),
         }
         detector = load_model(weights=weights, device=args.device, num_frames=args.frames)
@@ -104,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in inputs.items():
             detector.analyze(media_path=path)  # warm-up
             runs = [detector.analyze(media_path=path) for _ in range(args.repeats)]
-            t = {k: statistics.median(r["timings"][k] for r in runs) for k in ("decode", "detect", "preprocess", "model", "total")}
+            t = {
+                k: statistics.median(r["timings"][k] for r in runs)
+                for k in ("decode", "detect", "preprocess", "model", "total")
+            }
             n = len(runs[0]["faces"])
             print(f"{name:22s} {t['decode']:7.2f} {t['detect']:7.2f} {t['preprocess']:8.3f} {t['model']:7.2f} "
                   f"{t['total']:7.2f} {n:5d} {n / t['total']:8.1f}")  # fmt: skip

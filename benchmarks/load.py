@@ -4,7 +4,7 @@
                               [--workers 1] [--queue-size 8] [--file IMAGE_OR_VIDEO] [--json OUT]
 
 Starts the server itself as a subprocess (``python -m cevit.cli.serve``) on a free 127.0.0.1 port with its own
-upload folder. Without --weights it first writes a CROSS-EFFICIENT-VIT-V1 checkpoint with random weights to a
+upload folder. Without --weights it first writes a cross_efficient_vit_v1 checkpoint with random weights to a
 temporary folder (speed does not depend on the weight values; the verdicts are meaningless). Then it sends
 ``--requests`` uploads of ``--file`` (default: the shipped sample photo) from ``--concurrency`` concurrent
 clients, and stops starting new requests after ``--max-seconds``.
@@ -61,7 +61,7 @@ def _random_checkpoint(folder: Path) -> Path:
 
     torch.manual_seed(0)
     path = folder / "random-v1.safetensors"
-    save_checkpoint(create_model("CROSS-EFFICIENT-VIT-V1"), path, note="random weights: load test only")
+    save_checkpoint(create_model("cross_efficient_vit_v1"), path, note="random weights: load test only")
     return path
 
 
@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         weights = Path(args.weights) if args.weights else _random_checkpoint(tmp_path)
         uploads = tmp_path / "uploads"
         port = _free_port()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        }
         env.pop("CEVIT_API_KEY", None)
         cmd = [sys.executable, "-m", "cevit.cli.serve", "--weights", str(weights), "--port", str(port),
                "--workers", str(args.workers), "--queue-size", str(args.queue_size), "--tmp-dir", str(uploads),

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--presets", nargs="+", default=list_presets())
-    p.add_argument("--image-sizes", type=int, nargs="+", default=None,
-                   help="input sizes to run (default: each preset's own)")
+    p.add_argument(
+        "--image-sizes", type=int, nargs="+", default=None, help="input sizes to run (default: each preset's own)"
+    )
     p.add_argument("--micro-batch", type=int, default=2, help="CPU micro-batch of the optimised model (0 = off)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

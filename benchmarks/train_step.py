@@ -1,7 +1,7 @@
 """Benchmark: training throughput (images/s) and peak memory of one optimisation step, synthetic inputs.
 
     python benchmarks/train_step.py [--device auto|cpu|cuda] [--batches 16 64] [--steps 5] [--warmup 1]
-                                    [--image-size N] [--preset CROSS-EFFICIENT-VIT-V1] [--threads 2] [--amp bf16]
+                                    [--image-size N] [--preset cross_efficient_vit_v1] [--threads 2] [--amp bf16]
 
 One step = forward, BCE-with-logits loss, backward, gradient clipping (max norm 1), AdamW step: what
 :mod:`cevit.training.trainer` does per batch, without data loading (inputs are random tensors already on the

@@ -15,7 +15,7 @@ from cevit.models import create_model
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(0)
-    return create_model("CROSS-EFFICIENT-VIT-V1", image_size=64, depth=1).eval()
+    return create_model("cross_efficient_vit_v1", image_size=64, depth=1).eval()
 
 
 def test_save_load_roundtrip_identical_outputs(small_model, tmp_path):
@@ -25,7 +25,7 @@ def test_save_load_roundtrip_identical_outputs(small_model, tmp_path):
     loaded = load_checkpoint(path)
     assert not loaded.training
     assert loaded.config == small_model.config and loaded.preprocessing == small_model.preprocessing
-    assert loaded.preset_name == "CROSS-EFFICIENT-VIT-V1"
+    assert loaded.preset_name == "cross_efficient_vit_v1"  # a custom config keeps the name it was made from
     info = loaded.checkpoint_info
     assert info.sha256 == digest and info.provenance == {"data": "unit test", "metrics": {"auc": 0.5}}
     assert info.created and info.created.endswith("+00:00")
@@ -166,3 +166,57 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError):
         load_original_checkpoint(path2)
     assert not os.path.exists(marker)
+
+
+# -- hostile or broken files (issue 15): always a CheckpointError naming the file ----------------------------
+
+
+def test_broken_safetensors_files_are_checkpoint_errors(small_model, tmp_path):
+    cases = {
+        "empty.safetensors": b"",
+        "five.safetensors": b"abcde",
+        "text.safetensors": b"hello, I am not a checkpoint\n",
+        "huge_header.safetensors": (2**40).to_bytes(8, "little") + b"{}",
+        "bad_json.safetensors": (6).to_bytes(8, "little") + b"{nope}",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert str(path) in str(info.value), name
+    with pytest.raises(CheckpointError, match="empty checkpoint file"):
+        load_checkpoint(tmp_path / "empty.safetensors")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_checkpoint(tmp_path)
+
+
+def test_metadata_of_the_wrong_shape_is_a_checkpoint_error(small_model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_model, path)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as fh:
+        good = dict(fh.metadata())
+    tensors = load_file(str(path))
+    for key, value in (("config", "[1, 2]"), ("preprocessing", "null"), ("config", '{"image_size": "big"}')):
+        save_file(tensors, str(path), metadata={**good, key: value})
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert str(path) in str(info.value), (key, value)
+
+
+def test_provenance_never_stores_absolute_paths(small_model, tmp_path, monkeypatch):
+    from cevit.checkpoint import portable_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_model, path, data={"indexes": [{"path": str(tmp_path / "data" / "index.csv")}]},
+                    init={"checkpoint": "/home/someone/runs/stage2/best.safetensors"}, note="a / b, not a path")  # fmt: skip
+    prov = read_checkpoint_info(path).provenance
+    assert prov["data"]["indexes"][0]["path"] == "data/index.csv"
+    assert prov["init"]["checkpoint"] == ".../stage2/best.safetensors" and prov["note"] == "a / b, not a path"
+    assert "/home/" not in json.dumps(prov) and str(tmp_path) not in json.dumps(prov)
+    assert portable_paths({"k": [1, None, "rel/x"]}) == {"k": [1, None, "rel/x"]}

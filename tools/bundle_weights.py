@@ -2,13 +2,15 @@
 
     python tools/bundle_weights.py runs/default_v1_lfw_sbi_stage3/best.safetensors \\
         --faces-index data/lfw_faces/index.csv [--storage mixed|fp16-rounded] \\
-        [--eval-metrics runs/eval_public_default/metrics.json] [--preset CROSS-EFFICIENT-VIT-V1] \\
+        [--eval-metrics runs/eval_public_default/metrics.json] --weights-tag cross_efficient_vit_v1_224.lfw_sbi_v2 \\
         [--max-drift 1e-3] [--max-mib 30]
 
 The shipped default weights were bundled with ``--storage fp16-rounded`` (see MODEL_CARD.md).
 
-Writes ``src/cevit/weights/<preset>.safetensors`` (loaded by ``load_model(preset)`` and ``cevit analyze`` without
-``--weights``) with the source checkpoint's provenance, the evaluation metrics and a ``storage`` record.
+Writes ``src/cevit/weights/<weights tag>.safetensors`` (``architecture.tag``; registered in
+:mod:`cevit.models.pretrained`, whose entry must then name the file and its SHA-256, printed at the end) with the
+source checkpoint's provenance and inference config (calibration included), the evaluation metrics and a
+``storage`` record.
 
 Storage (``--storage``):
 
@@ -106,19 +108,35 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--faces-index", required=True, help="face index CSV with real face crops (cevit extract-faces)")
-    p.add_argument("--preset", default="CROSS-EFFICIENT-VIT-V1")
+    p.add_argument(
+        "--weights-tag",
+        required=True,
+        metavar="ARCH.TAG",
+        help="name of the weights, e.g. cross_efficient_vit_v1_224.mixed_v3 (the architecture must be the "
+        "checkpoint's)",
+    )
     p.add_argument("--eval-metrics", default=None, help="metrics.json of `cevit evaluate` to record in the provenance")
     p.add_argument("--storage", choices=("mixed", "fp16-rounded"), default="mixed", help="see the module docstring")
     p.add_argument("--max-drift", type=float, default=1e-3, help="largest allowed |logit| change on the check faces")
     p.add_argument("--max-mib", type=float, default=30.0, help="largest allowed file size in MiB")
-    p.add_argument("--calib-fraction", type=float, default=0.75,
-                   help="drift target on the calibration faces, as a fraction of --max-drift")
+    p.add_argument(
+        "--calib-fraction",
+        type=float,
+        default=0.75,
+        help="drift target on the calibration faces, as a fraction of --max-drift",
+    )
     p.add_argument("--n-calib", type=int, default=32)
     p.add_argument("--n-check", type=int, default=64)
     args = p.parse_args(argv)
 
+    from cevit.models.pretrained import split_name
+
+    arch, tag = split_name(args.weights_tag)
     t0 = time.perf_counter()
     model = load_checkpoint(args.checkpoint)
+    if tag is None or model.checkpoint_info.architecture != arch:
+        raise SystemExit(f"--weights-tag {args.weights_tag!r}: expected ARCH.TAG with the checkpoint's architecture "
+                         f"{model.checkpoint_info.architecture!r}")  # fmt: skip
     state = {k: v.clone() for k, v in model.state_dict().items()}
     calib, check = _faces(args.faces_index, args.n_calib, args.n_check, model)
     ref_calib, ref_check = _logits(model, calib), _logits(model, check)
@@ -143,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         keep = set()
         rounding_drift = _drift(model, state, set(), check, ref_check)
         model.load_state_dict(_rounded(state, set()))  # the rounded weights are the model from here on
-        print(f"rounding every tensor to fp16 moves the logits by up to {rounding_drift:.2e} on {len(check)} check "
-              f"faces (max |dP(fake)| {(torch.sigmoid(_logits(model, check)) - torch.sigmoid(ref_check)).abs().max():.2e})")
+        print(
+            f"rounding every tensor to fp16 moves the logits by up to {rounding_drift:.2e} on {len(check)} check "
+            f"faces (max |dP(fake)| {(torch.sigmoid(_logits(model, check)) - torch.sigmoid(ref_check)).abs().max():.2e})"
+        )
         storage["rounding_drift"] = rounding_drift
         ref_check = _logits(model, check)
 
@@ -160,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             k: {"auc": v.get("auc"), "auc_ci95": v.get("auc_ci95"), "n_items": v.get("n_items")}
             for k, v in m.get("by_group", {}).items() if k.startswith("media_type=")
         }  # fmt: skip
-    out = ROOT / "src" / "cevit" / "weights" / f"{args.preset}.safetensors"
+    out = ROOT / "src" / "cevit" / "weights" / f"{args.weights_tag}.safetensors"
     n_fp32 = sum(state[k].numel() for k in keep)
-    storage.update(fp32_params=n_fp32, max_drift_rule=args.max_drift,
-                   fp16_params=sum(v.numel() for k, v in state.items() if v.is_floating_point() and k not in keep))
+    storage.update(
+        fp32_params=n_fp32,
+        max_drift_rule=args.max_drift,
+        fp16_params=sum(v.numel() for k, v in state.items() if v.is_floating_point() and k not in keep),
+    )
     provenance["storage"] = storage
-    save_checkpoint(model, out, half=True, keep_fp32=sorted(keep), **provenance)
+    save_checkpoint(model, out, half=True, keep_fp32=sorted(keep), weights_tag=args.weights_tag, **provenance)
     stored = load_checkpoint(out)
     drift_check = (_logits(stored, check) - ref_check).abs().max().item()
     size_mib = out.stat().st_size / 2**20
@@ -183,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # record the measured check drift in the file itself (same tensors, so the drift is unchanged)
     storage.update(max_drift_check=drift_check, n_check_faces=len(check))
-    digest = save_checkpoint(model, out, half=True, keep_fp32=sorted(keep), **provenance)
+    digest = save_checkpoint(model, out, half=True, keep_fp32=sorted(keep), weights_tag=args.weights_tag, **provenance)
     print(f"sha256 {digest}")
     return 0
 

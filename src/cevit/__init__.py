@@ -3,7 +3,7 @@
 Public API (imported lazily, so ``import cevit`` is cheap)::
 
     import cevit
-    model = cevit.create_model("CROSS-EFFICIENT-VIT-V1")        # fresh weights of a named preset
+    model = cevit.create_model("cross_efficient_vit_v1")        # fresh weights of a named architecture
     cevit.list_presets()
     sha = cevit.save_checkpoint(model, "model.safetensors", data="...", recipe="...")
     model = cevit.load_checkpoint("model.safetensors")
@@ -32,6 +32,9 @@ _EXPORTS = {
     "convert_original_file": "cevit.convert",
     "load_model": "cevit.inference.pipeline",
     "Detector": "cevit.inference.pipeline",
+    "DetectorProtocol": "cevit.inference.protocol",
+    "Analysis": "cevit.inference.results",
+    "AnalysisError": "cevit.inference.results",
     "CevitError": "cevit.errors",
     "ConfigError": "cevit.errors",
     "CheckpointError": "cevit.errors",

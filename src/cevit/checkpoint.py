@@ -7,6 +7,9 @@ Metadata keys (all JSON strings, as safetensors metadata is str → str):
 * ``config`` — the full :class:`~cevit.models.CrossEfficientViTConfig`
 * ``preprocessing`` — the :class:`~cevit.preprocess.Preprocessing` contract
 * ``provenance`` — free-form JSON: data, recipe, metrics, git commit, ... (given to :func:`save_checkpoint`)
+* ``inference`` — optional: the :class:`~cevit.models.pretrained.InferenceConfig` the weights are meant to be used
+  with (aggregation rule and thresholds, face-detector settings, calibration temperature) and ``weights_tag``
+  (``architecture.tag``) when the weights are registered; :func:`cevit.load_model` applies it
 * ``created`` — ISO-8601 UTC creation time
 
 Loading never executes code (safetensors holds only tensors), matches keys strictly and names missing and
@@ -27,8 +30,9 @@ from typing import Any
 import torch
 
 from cevit.config import from_dict, to_dict
-from cevit.errors import CheckpointError, CevitError
+from cevit.errors import CevitError, CheckpointError
 from cevit.models.cross_efficient_vit import CrossEfficientViT, CrossEfficientViTConfig
+from cevit.models.pretrained import InferenceConfig, inference_config_from_json
 from cevit.preprocess import Preprocessing
 
 __all__ = [
@@ -60,6 +64,16 @@ class CheckpointInfo:
     provenance: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
     dtype: str = "float32"  #: storage: "float32", "float16" or "mixed" (fp16 except named tensors)
+    #: how the weights are meant to be used (None: the file predates this key or was saved without one)
+    inference: InferenceConfig | None = None
+    weights_tag: str | None = None  #: ``architecture.tag`` of registered weights
+
+    @property
+    def architecture(self) -> str | None:
+        """The registered architecture whose config this checkpoint has (None: a custom configuration)."""
+        from cevit.models.registry import architecture_of
+
+        return architecture_of(self.config)
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -70,20 +84,43 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def portable_paths(obj: Any, *, base: Path | None = None) -> Any:
+    """``obj`` (JSON-like) with every absolute path string made portable: relative to ``base`` (default: the
+    working directory) when inside it, else its last two components after ``.../``. Provenance never records
+    where the build machine kept its files."""
+    base = (base or Path.cwd()).resolve()
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, base=base) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable_paths(v, base=base) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and "\n" not in obj and len(obj) < 4096:
+        p = Path(obj)
+        try:
+            return p.resolve().relative_to(base).as_posix()
+        except (ValueError, OSError):
+            return ".../" + "/".join(p.parts[-2:])
+    return obj
+
+
 def save_checkpoint(
     model: CrossEfficientViT,
     path: str | Path,
     *,
     half: bool = False,
     keep_fp32: Collection[str] = (),
+    inference: InferenceConfig | None = None,
+    weights_tag: str | None = None,
     **provenance: Any,
 ) -> str:
     """Write ``model`` to ``path`` (safetensors + metadata); returns the file's SHA-256.
 
-    ``provenance`` keyword arguments (data, recipe, metrics, git_commit, ...) must be JSON-serialisable.
+    ``provenance`` keyword arguments (data, recipe, metrics, git_commit, ...) must be JSON-serialisable; absolute
+    paths in them are stored relative to the working directory (see :func:`portable_paths`).
     ``half=True`` stores floating-point tensors as fp16 (half the size; check the logit drift before shipping),
     except those named in ``keep_fp32``, which stay fp32 (mixed storage, metadata ``dtype`` = ``"mixed"``).
-    Loading always gives an fp32 model.
+    Loading always gives an fp32 model. ``inference`` (and ``weights_tag``) record how the weights are meant to be
+    used; without it, the inference config of a model loaded from a checkpoint (``model.checkpoint_info``) is kept,
+    so re-saving a loaded model never drops its calibration or operating point.
     """
     from safetensors.torch import save_file
 
@@ -95,7 +132,7 @@ def save_checkpoint(
     if keep and not half:
         raise CheckpointError(f"{path}: keep_fp32 only makes sense with half=True")
     try:
-        provenance_json = json.dumps(provenance, sort_keys=True, default=str)
+        provenance_json = json.dumps(portable_paths(provenance), sort_keys=True, default=str)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: provenance is not JSON-serialisable ({exc})") from None
     tensors = {}
@@ -104,6 +141,9 @@ def save_checkpoint(
         if half and t.is_floating_point() and key not in keep:
             t = t.half()
         tensors[key] = t.contiguous()
+    if inference is None and getattr(model, "checkpoint_info", None) is not None:
+        inference = model.checkpoint_info.inference
+        weights_tag = weights_tag or model.checkpoint_info.weights_tag
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -111,9 +151,13 @@ def save_checkpoint(
         "config": json.dumps(to_dict(model.config), sort_keys=True),
         "preprocessing": json.dumps(to_dict(model.preprocessing), sort_keys=True),
         "provenance": provenance_json,
-        "created": json.dumps(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
+        "created": json.dumps(_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")),
         "dtype": json.dumps(("mixed" if keep else "float16") if half else "float32"),
     }
+    if inference is not None:
+        metadata["inference"] = json.dumps(to_dict(inference), sort_keys=True)
+    if weights_tag is not None:
+        metadata["weights_tag"] = json.dumps(weights_tag)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -131,10 +175,21 @@ def _safe_open_metadata(path: Path) -> dict[str, str]:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path}: checkpoint file cannot be read ({exc.strerror or type(exc).__name__})"
+        ) from None
+    if size == 0:
+        raise CheckpointError(f"{path}: empty checkpoint file (0 bytes)")
+    try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
+    except PermissionError:
+        raise CheckpointError(f"{path}: checkpoint file cannot be read (permission denied)") from None
     except Exception as exc:  # safetensors raises SafetensorError / OSError for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({reason})") from None
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -158,13 +213,19 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         preset = json.loads(meta.get("preset", "null"))
         created = json.loads(meta.get("created", "null"))
         dtype = json.loads(meta.get("dtype", '"float32"'))
+        inference = None
+        if "inference" in meta:
+            inference = inference_config_from_json(json.loads(meta["inference"]), source=f"{path} [inference]")
+        weights_tag = json.loads(meta.get("weights_tag", "null"))
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
     except CevitError as exc:
         raise CheckpointError(str(exc)) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # well-formed JSON of the wrong shape
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(exc).__name__}: {exc})") from None
     return CheckpointInfo(
         path=str(path), sha256=file_sha256(path), preset=preset, config=config, preprocessing=preprocessing,
-        provenance=provenance, created=created, dtype=dtype,
+        provenance=provenance, created=created, dtype=dtype, inference=inference, weights_tag=weights_tag,
     )  # fmt: skip
 
 
@@ -182,7 +243,9 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
                 f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
             )
         raise CheckpointError(f"{source}: weights do not match the model: {'; '.join(parts)}")
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape
+    ]
     if wrong:
         raise CheckpointError(f"{source}: tensor shapes do not match the model: {'; '.join(wrong[:8])}")
     cast = {k: v.to(dtype=expected[k].dtype) for k, v in state.items()}
@@ -202,8 +265,18 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         state = load_file(str(path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read tensors ({exc})") from None
-    model = CrossEfficientViT(config=info.config, preprocessing=info.preprocessing, preset_name=info.preset)
-    load_state_dict_strict(model, state, source=str(path))
+    try:
+        # the registered architecture with this config (a file saved under a deprecated name gets today's name)
+        model = CrossEfficientViT(config=info.config, preprocessing=info.preprocessing,
+                                  preset_name=info.architecture or info.preset)  # fmt: skip
+        load_state_dict_strict(model, state, source=str(path))
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a config the model cannot be built from, odd tensors, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: the model this checkpoint describes cannot be built and loaded ({reason})"
+        ) from None
     model.checkpoint_info = info
     log.info("loaded checkpoint %s (sha256 %s)", path, info.sha256)
     return model.to(device).eval()

@@ -315,9 +315,12 @@ def test_summarize_keys_types_and_values():
     summary = summarize(y, s, threshold=0.45, n_boot=200, seed=1)
     assert tuple(summary) == SUMMARY_KEYS
     assert set(summary) == {
-        "auc", "ap", "eer", "eer_threshold", "log_loss", "accuracy", "precision", "recall", "f1",
+        "auc", "ap", "eer", "eer_threshold", "log_loss", "ece", "accuracy", "precision", "recall", "f1",
         "threshold", "n_items", "n_real", "n_fake", "auc_ci95", "confusion_matrix",
     }  # fmt: skip
+    from cevit.calibration import expected_calibration_error
+
+    assert summary["ece"] == expected_calibration_error(np.asarray(s), np.asarray(y)) and 0 <= summary["ece"] <= 1
     json.loads(json.dumps(summary, allow_nan=False))  # both classes present: no NaN anywhere
     for key in ("auc", "ap", "eer", "eer_threshold", "log_loss", "accuracy", "precision", "recall", "f1", "threshold"):
         assert type(summary[key]) is float, key

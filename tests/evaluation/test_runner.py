@@ -45,6 +45,9 @@ def test_folder_layout_metrics_and_outputs(detector, face_rgb, tmp_path):
     assert len(rows) == 5 and {r["label"] for r in rows} == {"REAL", "FAKE"}
     assert [r for r in rows if r["source"].endswith("broken.jpg")][0]["error"]
     assert "| item |" in (out / "report.md").read_text()
+    frames = list(csv.DictReader(open(out / "frame_scores.csv")))
+    assert len(frames) == m["frame_level"]["n_items"] and 0.0 <= float(frames[0]["score"]) <= 1.0
+    assert 0.0 <= m["ece"] <= 1.0 and "ece" in m["frame_level"]
     for png in ("roc.png", "pr.png", "score_histogram.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -56,7 +59,9 @@ def test_manifest_layout(tmp_path, face_rgb):
                         "real/r2.png\tREAL\tX\tnone\nfake/f1.png\tFAKE\tY\tswap\n")  # fmt: skip
     items = discover_test_set(data)
     assert [(i.path.name, i.label, i.groups) for i in items] == [
-        ("r2.png", 0, {"dataset": "X", "method": "none"}), ("f1.png", 1, {"dataset": "Y", "method": "swap"})]
+        ("r2.png", 0, {"dataset": "X", "method": "none"}),
+        ("f1.png", 1, {"dataset": "Y", "method": "swap"}),
+    ]
     manifest.write_text("file\tlabel\nreal/r2.png\tmaybe\n")
     with pytest.raises(ConfigError, match="label 'maybe'"):
         discover_test_set(data)

@@ -15,13 +15,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", help="test set folder, manifest file (.tsv/.csv), or a face index.csv from extract-faces")
     p.add_argument("--weights", help="checkpoint to evaluate (default: the bundled weights of --model)")
-    p.add_argument("--model", default=None, help="preset whose bundled weights to use (default: CROSS-EFFICIENT-VIT-V1)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="ARCH.TAG",
+        help="registered weights to use (default: the bundled default; list them with `cevit info --list`); "
+        "with --weights, names the registered weights the file is (for their inference settings)",
+    )
     p.add_argument("--output", "-o", required=True, help="output folder")
     p.add_argument("--frames", type=int, default=30, help="frames per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold (default: the rule's)")
-    p.add_argument("--rule", default="cevit-default", choices=("cevit-default", "coccomini2022-video"))
-    p.add_argument("--reencode-jpeg", type=int, default=None, metavar="Q",
-                   help="re-encode every image as JPEG quality Q before scoring (removes format shortcuts)")
+    p.add_argument(
+        "--rule",
+        default=None,
+        choices=("cevit-default", "coccomini2022-video"),
+        help="aggregation rule (default: the one the weights carry)",
+    )
+    p.add_argument(
+        "--reencode-jpeg",
+        type=int,
+        default=None,
+        metavar="Q",
+        help="re-encode every image as JPEG quality Q before scoring (removes format shortcuts)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC CI (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -33,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from cevit.cli.progress import progress_bar
     from cevit.evaluation.runner import run_evaluation
     from cevit.inference.pipeline import load_model
-    from cevit.models.registry import DEFAULT_PRESET
 
-    detector = load_model(args.model or DEFAULT_PRESET, weights=args.weights, device=args.device,
+    detector = load_model(args.model, weights=args.weights, device=args.device,
                           num_frames=args.frames, rule=args.rule, threshold=args.threshold)  # fmt: skip
     with progress_bar("evaluating", enabled=not args.quiet) as progress:
         m = run_evaluation(detector, args.data, args.output, reencode_jpeg=args.reencode_jpeg,

@@ -17,7 +17,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cevit.cli import analyze, convert, evaluate, extract_faces, info, sbi_preview, serve, train
+    from cevit.cli import analyze, calibrate, convert, evaluate, extract_faces, info, sbi_preview, serve, train
 
     parser = argparse.ArgumentParser(
         prog="cevit",
@@ -26,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cevit {__version__}")
     parser.add_argument("--debug", action="store_true", help="verbose logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (analyze, serve, evaluate, extract_faces, train, sbi_preview, info, convert):
+    for module in (analyze, serve, evaluate, extract_faces, train, calibrate, sbi_preview, info, convert):
         module.add_parser(sub)
+    for command in sub.choices.values():  # `cevit analyze ... --debug` works as well as `cevit --debug analyze ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="verbose logging and full tracebacks")  # fmt: skip
     return parser
 
 
@@ -42,8 +45,6 @@ def _error_code(exc: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cevit.errors import CevitError
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -57,6 +58,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    # Python warnings of the libraries underneath (Pillow's "Corrupt EXIF data", torch's unpickler notes) are
+    # noise to a user of the command: they go through logging, shown with --debug only.
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    previous_level = warnings_logger.level
+    warnings_logger.setLevel(logging.DEBUG if args.debug else logging.ERROR)
+    try:
+        return _run(args)
+    finally:
+        logging.captureWarnings(False)
+        warnings_logger.setLevel(previous_level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cevit.errors import CevitError
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

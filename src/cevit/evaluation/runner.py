@@ -31,10 +31,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cevit.errors import CevitError, ConfigError
 from cevit.evaluation.metrics import summarize, summarize_by_group
+
+if TYPE_CHECKING:
+    from cevit.inference.protocol import DetectorProtocol
 
 __all__ = [
     "LabelledItem", "ItemResult", "discover_test_set", "evaluate_items", "evaluate_face_index", "write_outputs",
@@ -147,7 +150,7 @@ def _reencoded(path: Path, quality: int, tmpdir: Path) -> Path:
 
 
 def evaluate_items(
-    detector: Any, items: list[LabelledItem], *, reencode_jpeg: int | None = None, num_frames: int | None = None,
+    detector: DetectorProtocol, items: list[LabelledItem], *, reencode_jpeg: int | None = None, num_frames: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[ItemResult]:  # fmt: skip
     """Analyse every item with ``detector`` (a :class:`cevit.inference.pipeline.Detector`)."""
@@ -217,7 +220,7 @@ def _report_md(metrics: dict[str, Any], meta: dict[str, Any], results: list[Item
              f"- rule: {meta['rule']}, threshold {meta['threshold']}, frames per video {meta['num_frames']}, "
              f"JPEG re-encoding: {meta['reencode_jpeg'] or 'off'}", f"- date: {meta['date']}, "
              f"time {meta['seconds']:.1f} s", ""]  # fmt: skip
-    cols = ("n_items", "n_real", "n_fake", "auc", "auc_ci95", "ap", "eer", "accuracy", "f1", "log_loss")
+    cols = ("n_items", "n_real", "n_fake", "auc", "auc_ci95", "ap", "eer", "accuracy", "f1", "log_loss", "ece")
 
     def row(name: str, m: dict[str, Any]) -> str:
         cells = []
@@ -252,6 +255,12 @@ def write_outputs(
             w.writerow([str(r.item.path), "FAKE" if r.item.label else "REAL",
                         "" if r.score is None else f"{r.score:.6f}", r.prediction or "", r.media_type or "",
                         r.num_faces, *(r.item.groups.get(k, "") for k in group_keys), r.error or ""])  # fmt: skip
+    with open(out / "frame_scores.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)  # per sampled frame with faces: max over its faces (the frame-level metrics' inputs)
+        w.writerow(["source", "label", "frame", "score"])
+        for r in results:
+            for k, score in enumerate(r.frame_scores):
+                w.writerow([str(r.item.path), "FAKE" if r.item.label else "REAL", k, f"{float(score):.6f}"])
     (out / "report.md").write_text(_report_md(metrics, meta, results))
     try:
         from cevit.evaluation import plots
@@ -280,7 +289,9 @@ def _is_face_index(path: Path) -> bool:
         return "crop_path" in fh.readline().split(",")
 
 
-def evaluate_face_index(detector: Any, index: Path, *, progress: Callable[[int, int], None] | None = None) -> list[ItemResult]:
+def evaluate_face_index(
+    detector: DetectorProtocol, index: Path, *, progress: Callable[[int, int], None] | None = None
+) -> list[ItemResult]:
     """Score the crops of a face index; one :class:`ItemResult` per source media item."""
     from cevit.inference.aggregation import aggregate
     from cevit.preprocess import crop_face, resize_face
@@ -318,7 +329,7 @@ def evaluate_face_index(detector: Any, index: Path, *, progress: Callable[[int, 
 
 
 def run_evaluation(
-    detector: Any, data: str | Path, out_dir: str | Path, *, reencode_jpeg: int | None = None,
+    detector: DetectorProtocol, data: str | Path, out_dir: str | Path, *, reencode_jpeg: int | None = None,
     num_frames: int | None = None, n_boot: int = 1000, seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
@@ -339,7 +350,7 @@ def run_evaluation(
         "data": str(data), "model": detector.model_info.get("name"), "sha256": detector.model_info.get("checkpoint_sha256"),
         "rule": rule.name, "threshold": rule.label_threshold, "num_frames": num_frames or detector.options.num_frames,
         "reencode_jpeg": reencode_jpeg, "bootstrap": n_boot, "seed": seed,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - start,
     }  # fmt: skip
     write_outputs(out_dir, results, metrics, meta, threshold=rule.label_threshold)

@@ -1,8 +1,9 @@
 """End-to-end analysis: media → MTCNN faces → crops → the model → aggregation → JSON report.
 
 >>> from cevit import load_model
->>> detector = load_model("CROSS-EFFICIENT-VIT-V1")            # loads once, reuse for many files
->>> report = detector.analyze(media_path="clip.mp4")             # a dict (see cevit.inference.results)
+>>> detector = load_model()        # the bundled default weights; loads once, reuse for many files
+>>> report = detector.analyze(media_path="clip.mp4")             # a dict: the JSON report (schema 1.2)
+>>> result = detector.analyze_result("clip.mp4")                 # the same as a typed Analysis (.to_dict())
 >>> for report in detector.analyze_many(["a.jpg", "b.mp4"]): ...  # yields reports as they finish
 
 Videos are processed in chunks of sampled frames (decode → detect → crop), so memory stays bounded by the
@@ -11,7 +12,9 @@ chunk size; all faces of one item then go through the model in as few batched fo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import numbers
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,9 +27,11 @@ import torch
 
 from cevit.errors import CevitError, CheckpointError, ConfigError, FaceDetectionError, ModelError
 from cevit.inference.aggregation import DEFAULT_RULE, AggregationRule, aggregate, get_rule
-from cevit.inference.results import FaceRecord, FrameRecord, error_report, image_report, video_report
+from cevit.inference.results import Analysis, AnalysisError, Face, FrameRecord
+from cevit.media.image import DEFAULT_MAX_PIXELS
+from cevit.media.probe import DEFAULT_MAX_FRAME_PIXELS
 from cevit.models.cross_efficient_vit import CrossEfficientViT
-from cevit.models.registry import DEFAULT_PRESET, get_preset
+from cevit.models.pretrained import Calibration
 from cevit.preprocess import crop_face, resize_face, to_tensor
 
 __all__ = ["AnalyzeOptions", "Detector", "load_model", "load_weights", "bundled_weights_path", "resolve_device"]
@@ -44,7 +49,9 @@ class AnalyzeOptions:
     rule: AggregationRule = field(default_factory=lambda: DEFAULT_RULE)
     batch_size: int = 32  # faces per forward pass
     frame_chunk: int = 8  # video frames decoded and detected together
-    max_pixels: int = 100_000_000  # refuse images above this (decompression bombs)
+    frame_chunk_pixels: int = 100_000_000  # ... or fewer, once the chunk's frames hold this many pixels
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse images above this (decompression bombs), before decoding
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # refuse videos with larger frames, from the stream header
     detector_max_side: int = 1280  # detect on a copy downscaled to this longer side
     min_face_size: int = 20
     detector_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
@@ -55,20 +62,48 @@ class AnalyzeOptions:
             raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.batch_size < 1 or self.frame_chunk < 1:
             raise ConfigError("batch_size and frame_chunk must be >= 1")
+        for name in ("max_pixels", "max_frame_pixels", "frame_chunk_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"mps"``; anything else,
+    or a device that is not available, raises :class:`~cevit.errors.ConfigError`."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {str(device)!r}; use auto, cpu or cuda (cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was requested but CUDA is not available; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {str(device)!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' was requested but it is not available; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {str(device)!r} is not supported; use auto, cpu or cuda (cuda:N)")
     return dev
 
 
-def bundled_weights_path(preset: str) -> Path | None:
-    """The weights shipped inside the package for ``preset``, or None when none are bundled."""
-    ref = resources.files("cevit").joinpath("weights", f"{preset}.safetensors")
+def bundled_weights_path(name: str | None = None) -> Path | None:
+    """The file shipped inside the package for the weights ``name`` (``architecture.tag``, an architecture, or a
+    deprecated name; default: the default weights), or None when those weights are not bundled."""
+    from cevit.models.pretrained import DEFAULT_WEIGHTS, deprecated, get_pretrained
+
+    name = name or DEFAULT_WEIGHTS
+    old = deprecated(name)
+    if old is not None:
+        name = old[1]
+    try:
+        weights = get_pretrained(name)
+    except ModelError:
+        return None
+    if weights.file is None:
+        return None
+    ref = resources.files("cevit").joinpath("weights", weights.file)
     try:
         with resources.as_file(ref) as path:
             return Path(path) if Path(path).is_file() else None
@@ -77,20 +112,37 @@ def bundled_weights_path(preset: str) -> Path | None:
 
 
 def load_weights(path: str | Path) -> CrossEfficientViT:
-    """A cevit checkpoint (safetensors) or the authors' ``.pth`` (converted on the fly), by the file's content."""
+    """A cevit checkpoint (safetensors) or the authors' ``.pth`` (converted on the fly), by the file's content.
+
+    Every failure (missing, empty, unreadable, a directory, not a checkpoint, refused as unsafe, not matching
+    the model) raises :class:`~cevit.errors.CheckpointError` naming the file and saying what is wrong.
+    """
     from cevit.checkpoint import load_checkpoint
     from cevit.convert import load_original_checkpoint
 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: weights file does not exist")
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    # safetensors: a little-endian u64 header length, then the JSON header ("{"); everything else (a zip from
-    # torch.save, a legacy pickle) is treated as the authors' PyTorch checkpoint, loaded with weights_only=True.
-    if len(head) == 9 and head[8:9] == b"{":
-        return load_checkpoint(path)
-    return load_original_checkpoint(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a weights file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: weights file cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not head:
+        raise CheckpointError(f"{path}: empty weights file (0 bytes)")
+    # safetensors: a little-endian u64 header length, then the JSON header ("{"); a file named .safetensors is
+    # read as one too (and fails with safetensors' reason). Everything else (a zip from torch.save, a legacy
+    # pickle) is treated as the authors' PyTorch checkpoint, loaded with weights_only=True.
+    as_safetensors = (len(head) == 9 and head[8:9] == b"{") or path.suffix.lower() == ".safetensors"
+    try:
+        return load_checkpoint(path) if as_safetensors else load_original_checkpoint(path)
+    except CevitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile file triggers, the user gets a CheckpointError
+        log.debug("loading %s failed", path, exc_info=True)
+        raise CheckpointError(f"{path}: cannot be loaded as model weights ({type(exc).__name__})") from None
 
 
 class Detector:
@@ -98,7 +150,8 @@ class Detector:
 
     def __init__(
         self, *, model: CrossEfficientViT, device: str | torch.device = "auto", options: AnalyzeOptions | None = None,
-        name: str | None = None, checkpoint_path: str | Path | None = None,
+        name: str | None = None, checkpoint_path: str | Path | None = None, weights_tag: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:  # fmt: skip
         from cevit.faces import MTCNN
         from cevit.models.optimize import optimize_for_inference
@@ -107,11 +160,15 @@ class Detector:
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.options = options or AnalyzeOptions()
         self.preprocessing = model.preprocessing
+        #: P(fake) = sigmoid(logit / temperature) (temperature 1: the model's own probability)
+        self.calibration = calibration or Calibration()
         info = getattr(model, "checkpoint_info", None)
         self.model_info = {
             "name": name or model.preset_name or "custom",
             "preset": model.preset_name,
             "checkpoint_sha256": info.sha256 if info is not None else None,
+            "weights_tag": weights_tag,
+            "calibration": {"method": self.calibration.method, "temperature": self.calibration.temperature},
         }
         self.model = optimize_for_inference(model.eval()).to(self.device)
         o = self.options
@@ -127,8 +184,10 @@ class Detector:
         scores: list[float] = []
         for start in range(0, len(faces), self.options.batch_size):
             x = to_tensor(faces[start : start + self.options.batch_size], self.preprocessing).to(self.device)
-            logits = self.model(x)
-            scores.extend(torch.sigmoid(logits.float()).squeeze(1).tolist())
+            logits = self.model(x).float()
+            if self.calibration.temperature != 1.0:
+                logits = logits / self.calibration.temperature
+            scores.extend(torch.sigmoid(logits).squeeze(1).tolist())
         return scores
 
     # -- pipeline -------------------------------------------------------------------------------------------
@@ -156,13 +215,15 @@ class Detector:
         timings["detect"] += t1 - t0
         timings["preprocess"] += time.perf_counter() - t1
 
-    def _finish(self, faces: list[tuple[int, int, Any]], crops: list[np.ndarray], timings: dict[str, float]):
+    def _finish(
+        self, faces: list[tuple[int, int, Any]], crops: list[np.ndarray], timings: dict[str, float]
+    ) -> list[Face]:
         t0 = time.perf_counter()
         scores = self.score_faces(crops)
         timings["model"] += time.perf_counter() - t0
         records = [
-            FaceRecord(frame_index=fi, face_index=k, box=tuple(f.box), landmarks=tuple(f.landmarks),
-                       detection_probability=f.probability, score=s)
+            Face(frame_index=fi, face_index=k, box=tuple(f.box), landmarks=tuple(f.landmarks),
+                 detection_probability=f.probability, score=s)
             for (fi, k, f), s in zip(faces, scores)
         ]  # fmt: skip
         return records
@@ -171,10 +232,24 @@ class Detector:
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
         rule: str | AggregationRule | None = None, progress: Progress | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Analyse one image or video and return its report (raises a CevitError subclass on bad input)."""
+        """Analyse one image or video and return its JSON report: a dict, ``analyze_result(...).to_dict()``.
+
+        ``num_frames``: frames sampled per video (None: ``options.num_frames``; below 1: ConfigError).
+        Raises a :class:`~cevit.errors.CevitError` subclass on bad input.
+        """
+        return self.analyze_result(
+            media_path, num_frames=num_frames, threshold=threshold, rule=rule, progress=progress
+        ).to_dict()
+
+    def analyze_result(
+        self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+    ) -> Analysis:  # fmt: skip
+        """Analyse one image or video and return the typed :class:`~cevit.inference.results.Analysis`."""
         from cevit.media import sniff_media_type
 
         start = time.perf_counter()
+        num_frames = self._num_frames(num_frames)
         agg = self._rule(rule, threshold)
         source = str(media_path)
         timings = {"decode": 0.0, "detect": 0.0, "preprocess": 0.0, "model": 0.0}
@@ -183,7 +258,15 @@ class Detector:
         timings["decode"] += time.perf_counter() - t0
         if kind == "image":
             return self._analyze_image(source, agg, timings, start)
-        return self._analyze_video(source, agg, timings, start, num_frames or self.options.num_frames, progress)
+        return self._analyze_video(source, agg, timings, start, num_frames, progress)
+
+    def _num_frames(self, num_frames: int | None) -> int:
+        """``num_frames`` checked (None: the default); 0 is an error, not "the default"."""
+        if num_frames is None:
+            return self.options.num_frames
+        if not isinstance(num_frames, numbers.Integral) or isinstance(num_frames, bool) or num_frames < 1:
+            raise ConfigError(f"num_frames must be an integer >= 1 (or None for the default), got {num_frames!r}")
+        return int(num_frames)
 
     def _rule(self, rule: str | AggregationRule | None, threshold: float | None) -> AggregationRule:
         if rule is None:
@@ -196,7 +279,7 @@ class Detector:
             return base
         return get_rule(base.name, face_threshold=base.face_threshold, label_threshold=threshold)
 
-    def _analyze_image(self, source: str, agg: AggregationRule, timings: dict[str, float], start: float) -> dict:
+    def _analyze_image(self, source: str, agg: AggregationRule, timings: dict[str, float], start: float) -> Analysis:
         from cevit.media import load_image
 
         t0 = time.perf_counter()
@@ -209,18 +292,19 @@ class Detector:
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
         timings["total"] = time.perf_counter() - start
         h, w = image.shape[:2]
-        return image_report(source=source, width=w, height=h, verdict=verdict, faces=records, rule=agg,
-                            model_info=self.model_info, timings=timings)  # fmt: skip
+        return Analysis.for_image(source=source, width=w, height=h, verdict=verdict, faces=records, rule=agg,
+                                  model_info=self.model_info, timings=timings)  # fmt: skip
 
     def _analyze_video(
         self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, num_frames: int,
         progress: Progress | None,
-    ) -> dict:  # fmt: skip
+    ) -> Analysis:  # fmt: skip
         from cevit.errors import MediaError
-        from cevit.media import probe_video, sample_frames
+        from cevit.media import DecodeStats, probe_video, sample_frames
 
         t0 = time.perf_counter()
-        info = probe_video(source)
+        info = probe_video(source, max_frame_pixels=self.options.max_frame_pixels)
+        stats = DecodeStats()
         frames_meta: list[FrameRecord] = []
         faces: list[tuple[int, int, Any]] = []
         crops: list[np.ndarray] = []
@@ -228,7 +312,9 @@ class Detector:
         chunk_ids: list[int] = []
         width, height = info.width, info.height
         total = min(num_frames, info.frame_count) if info.frame_count else num_frames
-        iterator = iter(sample_frames(source, num_frames=num_frames))
+        iterator = iter(sample_frames(source, num_frames=num_frames, stats=stats,
+                                      max_frame_pixels=self.options.max_frame_pixels))  # fmt: skip
+        chunk_pixels = 0
         timings["decode"] += time.perf_counter() - t0
         while True:
             t0 = time.perf_counter()
@@ -239,9 +325,11 @@ class Detector:
                 chunk.append(frame.image)
                 chunk_ids.append(frame.index)
                 height, width = frame.image.shape[:2]
-            if chunk and (frame is None or len(chunk) >= self.options.frame_chunk):
+                chunk_pixels += width * height
+            if chunk and (frame is None or len(chunk) >= self.options.frame_chunk
+                          or chunk_pixels >= self.options.frame_chunk_pixels):  # fmt: skip
                 self._detect_and_crop(chunk, chunk_ids, timings, faces, crops)
-                chunk, chunk_ids = [], []
+                chunk, chunk_ids, chunk_pixels = [], [], 0
                 if progress is not None:
                     progress(len(frames_meta), max(total, len(frames_meta)))
             if frame is None:
@@ -250,52 +338,111 @@ class Detector:
             raise MediaError(f"{source}: no decodable frames")
         records = self._finish(faces, crops, timings)
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
+        if stats.frames_failed:  # a damaged video must not read as a clean one
+            verdict = dataclasses.replace(verdict, note=(
+                f"{verdict.note}; {stats.frames_failed} of {len(frames_meta) + stats.frames_failed} sampled frames "
+                "could not be decoded (damaged video)"))  # fmt: skip
         timings["total"] = time.perf_counter() - start
         video_info = {"fps": info.fps, "duration": info.duration, "frame_count": info.frame_count,
                       "rotation": info.rotation, "codec": info.codec}  # fmt: skip
-        return video_report(source=source, width=width, height=height, frames=frames_meta, verdict=verdict,
-                            faces=records, rule=agg, model_info=self.model_info, timings=timings,
-                            video_info=video_info)  # fmt: skip
+        return Analysis.for_video(source=source, width=width, height=height, frames=frames_meta, verdict=verdict,
+                                  faces=records, rule=agg, model_info=self.model_info, timings=timings,
+                                  video_info=video_info, frames_failed=stats.frames_failed)  # fmt: skip
 
     def analyze_many(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
         rule: str | AggregationRule | None = None, progress: Progress | None = None,
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
-        """Yield one report per path as each finishes; a failing item yields an error report, never stops the batch."""
+        """Yield one report (dict) per path as each finishes; a failing item yields an error report
+        (``{"schema_version", "source", "error", "error_type"}``), never stops the batch."""
+        for result in self.analyze_many_results(paths, num_frames=num_frames, threshold=threshold, rule=rule,
+                                                progress=progress):  # fmt: skip
+            yield result.to_dict()
+
+    def analyze_many_results(
+        self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+    ) -> Iterator[Analysis | AnalysisError]:  # fmt: skip
+        """Like :meth:`analyze_many`, yielding :class:`Analysis` or, for a failed item, :class:`AnalysisError`.
+
+        Invalid arguments (``num_frames`` < 1, an unknown rule, a threshold outside [0, 1]) raise ConfigError
+        before the first item, instead of failing every item.
+        """
+        num_frames = self._num_frames(num_frames)
+        agg = self._rule(rule, threshold)
         for path in paths:
             try:
-                yield self.analyze(path, num_frames=num_frames, threshold=threshold, rule=rule, progress=progress)
-            except CevitError as exc:
-                log.warning("%s", exc)
-                yield error_report(str(path), exc)
+                yield self.analyze_result(path, num_frames=num_frames, rule=agg, progress=progress)
+            except CevitError as exc:  # the error is in the yielded report: no log record above DEBUG
+                log.debug("%s", exc)
+                yield AnalysisError.from_exception(str(path), exc)
             except Exception as exc:  # noqa: BLE001 - a batch always finishes the other items
-                log.exception("unexpected error while analysing %s", path)
-                yield error_report(str(path), RuntimeError(f"{path}: internal error: {exc}"))
+                log.debug("unexpected error while analysing %s", path, exc_info=True)
+                yield AnalysisError.from_exception(str(path), RuntimeError(f"{path}: internal error: {exc}"))
 
 
 def load_model(
-    name: str = DEFAULT_PRESET, *, weights: str | Path | None = None, device: str = "auto",
-    num_frames: int = 30, rule: str = "cevit-default", threshold: float | None = None, **options: Any,
+    name: str | None = None, *, weights: str | Path | None = None, device: str = "auto", num_frames: int = 30,
+    rule: str | None = None, threshold: float | None = None, **options: Any,
 ) -> Detector:  # fmt: skip
-    """Load a detector: the bundled weights of preset ``name``, or ``weights`` (cevit checkpoint or authors' .pth).
+    """Load a detector: registered weights ``name`` (``architecture.tag``; default: the bundled default weights),
+    or the file ``weights`` (a cevit checkpoint or the authors' ``.pth``).
 
-    Raises :class:`~cevit.errors.ModelError` when no trained weights are bundled for ``name`` and no ``weights``
-    are given — cevit never scores with untrained weights.
+    How the weights are used (aggregation rule and thresholds, face-detector settings, calibration) comes from
+    the checkpoint's own inference config, else from the registered weights ``name`` or the tag registered for
+    the file's architecture (the authors' ``.pth`` → ``coccomini2022.dfdc``: their video rule, 0.55 / 0.6).
+    ``rule`` / ``threshold`` and detector ``options`` (``min_face_size``, ``detector_thresholds``,
+    ``detector_factor``, ``detector_max_side``) override it.
+
+    Raises :class:`~cevit.errors.ModelError` for unknown names and weights that are not bundled — cevit never
+    scores with untrained weights.
     """
+    from cevit.models.pretrained import DEFAULT_WEIGHTS, default_inference_for, deprecated, get_pretrained
+
+    registered = None
+    if name is not None:
+        old = deprecated(name)
+        registered = get_pretrained(old[1] if old is not None else name)
     if weights is None:
-        get_preset(name)  # unknown name → ModelError listing the valid ones
-        path = bundled_weights_path(name)
+        registered = registered or get_pretrained(DEFAULT_WEIGHTS)
+        if registered.file is None:
+            raise ModelError(
+                f"the weights {registered.name!r} are not bundled with cevit; pass weights=PATH (CLI: --weights PATH) "
+                "with the file (for coccomini2022.dfdc: the authors' cross_efficient_vit.pth)"
+            )
+        path = bundled_weights_path(registered.name)
         if path is None:
             raise ModelError(
-                f"no trained weights are bundled for {name!r} in this version of cevit; "
+                f"no trained weights are bundled for {registered.name!r} in this installation of cevit; "
                 "pass weights=PATH (CLI: --weights PATH) with a cevit checkpoint or the authors' "
                 "cross_efficient_vit.pth"
             )
-        display = name
+        display = registered.name
     else:
         path = Path(weights)
         display = path.name
     model = load_weights(path)
-    agg = get_rule(rule, label_threshold=threshold)
-    return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **options),
-                    name=display, checkpoint_path=path)  # fmt: skip
+    info = getattr(model, "checkpoint_info", None)
+    if registered is not None and weights is None and registered.sha256 and info is not None \
+            and info.sha256 != registered.sha256:  # fmt: skip
+        raise CheckpointError(f"{path}: SHA-256 {info.sha256} differs from the registered {registered.sha256} of "
+                              f"{registered.name} (a damaged or replaced installation)")  # fmt: skip
+    architecture = model.preset_name
+    if info is not None and info.inference is not None:
+        inference = info.inference
+    elif registered is not None:
+        inference = registered.inference
+    else:
+        inference = default_inference_for(architecture)
+    weights_tag = (info.weights_tag if info is not None else None) or (registered.name if registered else None)
+    if weights_tag is None and info is not None and info.inference is None and info.architecture == "coccomini2022":
+        # a file with the authors' exact architecture and no cevit inference config: their released checkpoint
+        # (the only weights of that architecture; no SHA-256 is published to verify it)
+        weights_tag = "coccomini2022.dfdc"
+    agg = inference.aggregation_rule(rule=rule, threshold=threshold)
+    det = inference.detector
+    detector_options = {"min_face_size": det.min_face_size, "detector_thresholds": det.thresholds,
+                        "detector_factor": det.factor, "detector_max_side": det.max_side}  # fmt: skip
+    detector_options.update(options)
+    return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **detector_options),
+                    name=display, checkpoint_path=path, weights_tag=weights_tag, calibration=inference.calibration)  # fmt: skip
