@@ -109,7 +109,39 @@ async def test_analyze_image_returns_the_python_api_report(detector, tmp_path):
     assert got["source"] == "my photo.jpg"  # the client's name, not the temporary path
     expected["source"] = "my photo.jpg"
     assert got == expected
+    assert got["schema_version"] == "1.2" and got["status"] == "ok"
     assert_empty(uploads)
+
+
+@pytest.mark.anyio
+async def test_no_face_report_says_so(detector, tmp_path):
+    """No face anywhere: status "no_face" (schema 1.2) beside the unchanged 1.1 keys (REAL, 0.99)."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(buf, format="PNG")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    logger = logging.getLogger("cevit.api.access")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        app = create_app(detector=detector, tmp_dir=tmp_path)
+        async with running(app) as client:
+            r = await client.post("/v1/analyze", files=files("gray.png", buf.getvalue()))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["status"] == "no_face" and report["faces"] == [] and report["score"] is None
+    assert (report["prediction"], report["confidence"], report["note"]) == ("REAL", 0.99, "No face detected")
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["status"] == 200 and line["result"] == "no_face"  # the HTTP status stays the log's "status"
+    assert_empty(tmp_path)
 
 
 @pytest.mark.anyio
@@ -149,7 +181,7 @@ async def test_health_models_docs_and_page(detector, tmp_path):
     assert health["limits"]["max_upload_bytes"] == 12345 and health["queue_capacity"] == 1 + 8
     assert len(models) == 1
     assert models[0]["checkpoint_sha256"] == file_sha256(detector.checkpoint_path)
-    assert models[0]["preset"] == "CROSS-EFFICIENT-VIT-V1" and models[0]["name"] == detector.checkpoint_path.name
+    assert models[0]["preset"] == "cross_efficient_vit_v1" and models[0]["name"] == detector.checkpoint_path.name
     assert models[0]["preprocessing"]["input_size"] == 96 and models[0]["defaults"]["num_frames"] == 30
     body = spec["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["file"] and set(body["properties"]) == {"file", "frames", "threshold"}
@@ -227,7 +259,9 @@ async def test_api_key_401(tmp_path, monkeypatch):
 
 
 def multipart(boundary: str, *, file: tuple[str, bytes] | None = None, **fields: str) -> bytes:
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
     if file is not None:
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file[0]}"\r\n'
                      "Content-Type: application/octet-stream\r\n\r\n".encode() + file[1] + b"\r\n")  # fmt: skip
@@ -488,7 +522,9 @@ def test_library_never_imports_api_or_cli():
 @pytest.fixture
 def restore_logging():
     names = ("cevit", "uvicorn", "uvicorn.error")
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names}
+    saved = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names
+    }
     yield
     for n, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(n)

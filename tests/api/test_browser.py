@@ -27,11 +27,16 @@ pytest.importorskip("fastapi", reason="the 'api' extra (fastapi) is not installe
 uvicorn = pytest.importorskip("uvicorn", reason="the 'api' extra (uvicorn) is not installed")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 if not CHROMIUM.is_file() or not CHROMEDRIVER.is_file():
-    pytest.skip(f"chromium ({CHROMIUM}) or chromedriver ({CHROMEDRIVER}) is not installed "
-                "(apt-get install chromium chromium-driver, or .ci/install-browser.sh)", allow_module_level=True)
+    pytest.skip(
+        f"chromium ({CHROMIUM}) or chromedriver ({CHROMEDRIVER}) is not installed "
+        "(apt-get install chromium chromium-driver, or .ci/install-browser.sh)",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+NO_FACE = "No face found"  # what the page shows instead of a verdict when the report's status is "no_face"
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +122,7 @@ def _upload(driver, base: str, path: Path) -> str:
     driver.get(base + "/")
     WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "model").text.startswith("Model:"))
     driver.find_element(By.ID, "file").send_keys(str(path))
-    WebDriverWait(driver, 40).until(lambda d: d.find_element(By.ID, "verdict").text in ("REAL", "FAKE"))
+    WebDriverWait(driver, 40).until(lambda d: d.find_element(By.ID, "verdict").text in ("REAL", "FAKE", NO_FACE))
     return driver.find_element(By.ID, "verdict").text
 
 
@@ -162,4 +167,35 @@ def test_video_upload_draws_the_frame_chart(server, browser, face_rgb, tmp_path)
     assert captions and all("frame" in c for c in captions)
     _screenshot(browser, "video-phone", 390, mobile=True)
     _screenshot(browser, "video-desktop", 1280, mobile=False)
+    assert sorted(uploads.iterdir()) == []
+
+
+def test_no_face_is_shown_as_no_face_found_not_as_real(server, browser, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    base, uploads = server
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(gray)
+    _viewport(browser, 1280, 900, mobile=False)
+    assert _upload(browser, base, gray) == NO_FACE
+    verdict = browser.find_element(By.ID, "verdict")
+    assert verdict.get_attribute("class").split() == ["verdict", "NO_FACE"]
+    real_green = browser.execute_script(
+        "const probe = document.createElement('div'); probe.className = 'verdict REAL'; document.body.append(probe);"
+        "const c = getComputedStyle(probe).backgroundColor; probe.remove(); return c;")  # fmt: skip
+    assert verdict.value_of_css_property("background-color") != real_green  # neutral, not the REAL colour
+    confidence = browser.find_element(By.ID, "confidence").text
+    assert "%" not in confidence and "No verdict" in confidence  # no "99.0 % confidence"
+    assert browser.find_element(By.ID, "faces-title").text == "No face detected"
+    assert browser.find_elements(By.CSS_SELECTOR, "#faces figure") == []
+    assert "no face" in browser.find_element(By.ID, "facts").text
+    # The downloaded JSON keeps the report as it is: status no_face next to the 1.1 keys (REAL, 0.99).
+    browser.find_element(By.ID, "download").click()
+    target = browser.downloads / "gray.png.cevit.json"
+    WebDriverWait(browser, 10).until(lambda d: target.is_file() and target.stat().st_size > 0)
+    report = json.loads(target.read_text())
+    assert (report["status"], report["prediction"], report["confidence"]) == ("no_face", "REAL", 0.99)
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    _screenshot(browser, "no-face-phone", 390, mobile=True)
     assert sorted(uploads.iterdir()) == []

@@ -18,10 +18,10 @@ def detector(tiny_checkpoint):
 def test_no_bundled_weights_is_a_clear_error(monkeypatch):
     import cevit.inference.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "bundled_weights_path", lambda preset: None)
+    monkeypatch.setattr(pipeline, "bundled_weights_path", lambda name=None: None)
     with pytest.raises(ModelError, match="no trained weights are bundled"):
-        load_model("CROSS-EFFICIENT-VIT-V1")
-    with pytest.raises(ModelError, match="valid presets"):
+        load_model()
+    with pytest.raises(ModelError, match="registered weights"):
         load_model("nope")
 
 
@@ -147,3 +147,170 @@ def test_weights_format_is_sniffed_from_the_safetensors_header(tmp_path, monkeyp
     for p in (own, pth, pickle_file):
         pipeline.load_weights(p)
     assert [c[0] for c in calls] == ["own", "orig", "orig"]
+
+
+# -- typed results (Analysis), report schema 1.2, argument checks ---------------------------------------------------
+def _without_timings(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in ("timings", "processing_time")}
+
+
+def test_analyze_result_to_dict_equals_the_1_1_report_of_an_image(detector):
+    from legacy_report import legacy_report_of, strip_1_2
+
+    from cevit.inference.results import Analysis, Face
+
+    result = detector.analyze_result(SAMPLE_FACE)
+    assert isinstance(result, Analysis) and result.media_type == "image" and result.status == "ok"
+    assert len(result.faces) == 1 and isinstance(result.faces[0], Face) and result.frames == ()
+    report = result.to_dict()
+    assert list(report) == ["schema_version", "source", "media_type", "status", "prediction", "confidence", "score",
+                            "processing_time", "note", "model", "aggregation", "faces", "timings",
+                            "dimensions"]  # fmt: skip
+    old = legacy_report_of(result)  # the 1.1 builder, fed what the pipeline found
+    assert strip_1_2(report) == old and list(strip_1_2(report)) == list(old)
+    assert report["schema_version"] == "1.2" and report["status"] == "ok"
+    assert report["score"] == round(result.score, 6) and report["faces"][0]["score"] == report["score"]
+    # analyze() is analyze_result().to_dict(): the same report, apart from the time it took
+    assert _without_timings(detector.analyze(SAMPLE_FACE)) == _without_timings(report)
+    json.loads(result.to_json())
+
+
+def test_analyze_result_to_dict_equals_the_1_1_report_of_a_video(detector, face_rgb, tmp_path):
+    from legacy_report import ADDED_IN_1_2, legacy_report_of, strip_1_2
+
+    blank = np.full_like(face_rgb, 90)
+    path = write_test_video(tmp_path / "clip.mp4", [face_rgb, blank, face_rgb, blank, blank])
+    result = detector.analyze_result(path, num_frames=4)
+    report = result.to_dict()
+    assert result.media_type == "video" and result.status == "ok" and len(result.frames) == 4
+    old = legacy_report_of(result)
+    assert strip_1_2(report) == old and list(strip_1_2(report)) == list(old)
+    assert set(report) - set(old) <= set(ADDED_IN_1_2) and "status" in report
+    assert [f.index for f in result.frames] == [f["index"] for f in report["frame_predictions"]]
+    assert [f.prediction for f in result.frames] == [f["prediction"] for f in report["frame_predictions"]]
+    assert result.frames_with_faces == report["frames_with_faces"] == sum(f.score is not None for f in result.frames)
+    assert report["video"]["frame_count"] == 5 and report["metrics"]["final_average_score"] == report["score"]
+    assert _without_timings(detector.analyze(path, num_frames=4)) == _without_timings(report)
+
+
+def test_status_no_face(detector, face_rgb, tmp_path):
+    from PIL import Image
+
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(gray)
+    video = write_test_video(tmp_path / "blank.mp4", [np.full((64, 64, 3), 90, np.uint8)] * 3)
+    for path in (gray, video):
+        r = detector.analyze(path)
+        assert r["status"] == "no_face" and r["faces"] == [] and r["score"] is None
+        assert (r["prediction"], r["confidence"], r["note"]) == ("REAL", 0.99, "No face detected")  # 1.1 keys kept
+    assert detector.analyze(SAMPLE_FACE)["status"] == "ok"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "30"])
+def test_num_frames_below_one_is_a_config_error(detector, bad):
+    from cevit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_frames"):
+        detector.analyze(SAMPLE_FACE, num_frames=bad)  # 0 is not "the default": None is
+    with pytest.raises(ConfigError, match="num_frames"):
+        next(detector.analyze_many([SAMPLE_FACE], num_frames=bad))  # once for the batch, not per item
+    with pytest.raises(ConfigError, match="num_frames"):
+        next(detector.analyze_many_results([SAMPLE_FACE], num_frames=bad))
+
+
+def test_num_frames_none_is_the_default(detector, face_rgb, tmp_path):
+    frames = [np.ascontiguousarray(face_rgb[:64, :64])] * 5
+    path = write_test_video(tmp_path / "five.mp4", frames)
+    assert detector.options.num_frames == 30
+    assert detector.analyze(path, num_frames=None)["frames_analyzed"] == 5
+    assert detector.analyze(path, num_frames=2)["frames_analyzed"] == 2
+    assert detector.analyze(path, num_frames=np.int64(3))["frames_analyzed"] == 3  # any integer type
+
+
+def test_analyze_many_results_yields_typed_results(detector, tmp_path):
+    from cevit.inference.results import Analysis, AnalysisError
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    results = list(detector.analyze_many_results([SAMPLE_FACE, bad]))
+    assert isinstance(results[0], Analysis) and isinstance(results[1], AnalysisError)
+    assert results[1].source == str(bad) and results[1].error_type == "UnsupportedMediaError"
+    reports = list(detector.analyze_many([SAMPLE_FACE, bad]))
+    assert reports[1] == results[1].to_dict()
+    assert _without_timings(reports[0]) == _without_timings(results[0].to_dict())
+
+
+def test_detector_implements_the_protocol(detector):
+    from cevit.inference import DetectorProtocol
+
+    assert isinstance(detector, DetectorProtocol)
+    assert not isinstance(object(), DetectorProtocol)
+
+
+# -- bad weights files and limits (issue 15) ---------------------------------------------------------------------
+def test_bad_weights_files_are_checkpoint_errors(tmp_path):
+    from cevit.errors import CheckpointError
+    from cevit.inference.pipeline import load_weights
+
+    cases = {
+        "text.txt": b"hello, I am not a checkpoint\n",  # torch.load raised a raw KeyError
+        "empty.safetensors": b"",
+        "five.safetensors": b"abcde",  # safetensors: header too small
+        "random.bin": bytes(range(256)) * 16,
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError) as info:
+            load_weights(path)
+        assert str(path) in str(info.value) and "weights_only" not in str(info.value), name
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_weights(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_weights(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="text.txt"):  # through the public entry point too
+        load_model(weights=tmp_path / "text.txt", device="cpu")
+
+
+def test_video_frame_pixel_limit_and_options(tiny_checkpoint, face_rgb, tmp_path):
+    from cevit.errors import ConfigError, MediaTooLargeError
+
+    assert AnalyzeOptions().max_frame_pixels == 40_000_000 and AnalyzeOptions().max_pixels == 100_000_000
+    for bad in ({"max_frame_pixels": 0}, {"max_pixels": -1}, {"frame_chunk_pixels": 0}):
+        with pytest.raises(ConfigError):
+            AnalyzeOptions(**bad)
+    path = write_test_video(tmp_path / "v.mp4", [face_rgb[:128, :128]] * 3)
+    small = load_model(weights=tiny_checkpoint, device="cpu", max_frame_pixels=128 * 128 - 1)
+    with pytest.raises(MediaTooLargeError, match="max_frame_pixels"):
+        small.analyze(path)
+    report = next(small.analyze_many([path]))
+    assert report["error_type"] == "MediaTooLargeError" and str(path) in report["error"]
+
+
+def test_damaged_video_report_counts_the_frames_that_failed(detector, face_rgb, tmp_path):
+    rng = np.random.default_rng(0)
+    base = face_rgb[:128, :128].astype(int)
+    frames = [np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8) for _ in range(20)]
+    clean = write_test_video(tmp_path / "clean.mp4", frames)
+    report = detector.analyze(clean, num_frames=20)
+    assert report["frames_failed"] == 0 and "could not be decoded" not in report["note"]
+    data = bytearray(clean.read_bytes())
+    mdat = data.find(b"mdat")
+    a, b = mdat + (len(data) - mdat) * 45 // 100, mdat + (len(data) - mdat) * 55 // 100
+    data[a:b] = rng.integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    report = detector.analyze(damaged, num_frames=20)
+    assert 0 < report["frames_failed"] and report["frames_analyzed"] + report["frames_failed"] == 20
+    assert f"{report['frames_failed']} of 20 sampled frames could not be decoded" in report["note"]
+
+
+def test_analyze_many_logs_nothing_above_debug_for_a_failed_item(detector, tmp_path, caplog):
+    import logging
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    with caplog.at_level(logging.INFO):
+        reports = list(detector.analyze_many([bad, SAMPLE_FACE]))
+    assert "error" in reports[0] and "error" not in reports[1]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

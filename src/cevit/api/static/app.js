@@ -106,13 +106,25 @@ function onResponse(xhr) {
 // -- result -------------------------------------------------------------------------------------------
 function pct(x) { return (100 * x).toFixed(1) + " %"; }
 
+// No face anywhere (report status "no_face", schema 1.2; 1.1 reports: no final score) is not a verdict: the
+// report's REAL 0.99 only says that nothing was scored, so it is shown as "No face found", never as a green REAL.
+function noFace(report) {
+  return report.status ? report.status === "no_face" : report.score === null;
+}
+
 function render(report) {
   state.report = report;
   state.threshold = report.aggregation ? report.aggregation.label_threshold : 0.5;
   const verdict = $("verdict");
-  verdict.textContent = report.prediction;
-  verdict.className = "verdict " + report.prediction;
-  $("confidence").textContent = pct(report.confidence) + " confidence";
+  if (noFace(report)) {
+    verdict.textContent = "No face found";
+    verdict.className = "verdict NO_FACE";
+    $("confidence").textContent = "No verdict";
+  } else {
+    verdict.textContent = report.prediction;
+    verdict.className = "verdict " + report.prediction;
+    $("confidence").textContent = pct(report.confidence) + " confidence";
+  }
   $("note").textContent = report.note || "";
 
   const facts = [

@@ -1,0 +1,199 @@
+"""Uploads: the multipart body is parsed from the raw request stream and the file written to a temporary file.
+
+python-multipart's streaming parser feeds :class:`Upload`; the file part goes to disk in chunks of about 1 MiB
+(written in a thread, so the event loop never blocks on the disk) and is refused with 413 as soon as it passes
+the limit. Only the fields ``file``, ``frames`` and ``threshold`` are accepted, with exactly one file. The caller
+owns the temporary file and deletes it (:func:`unlink_quietly`) in every case.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from cevit.api.errors import MIB, ApiError, too_large
+
+__all__ = [
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "MAX_FRAMES",
+    "MULTIPART_SLACK",
+    "FORM_FIELDS",
+    "Upload",
+    "receive_upload",
+    "parse_analysis_fields",
+    "clean_filename",
+    "unlink_quietly",
+]
+
+log = logging.getLogger("cevit.api")
+
+DEFAULT_MAX_UPLOAD_BYTES = 200 * MIB
+MAX_FRAMES = 300  # upper bound of the ``frames`` form field
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers on top of the file itself
+FORM_FIELDS = ("file", "frames", "threshold")
+
+_FIELD_LIMIT = 1024  # bytes per non-file form field
+_FLUSH_BYTES = MIB  # buffered upload bytes written per thread hop
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass
+class Upload:
+    """What the multipart parser found; the file bytes go to ``path``."""
+
+    max_bytes: int
+    filename: str | None = None
+    size: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+    ended: bool = False
+    buffer: bytearray = field(default_factory=bytearray)
+    _kind: str | None = None
+    _name: str = ""
+    _headers: dict[bytes, bytes] = field(default_factory=dict)
+    _hfield: bytearray = field(default_factory=bytearray)
+    _hvalue: bytearray = field(default_factory=bytearray)
+    _value: bytearray = field(default_factory=bytearray)
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._hfield.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._hvalue.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers, self._kind, self._name = {}, None, ""
+        self._value = bytearray()
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._hfield).lower()] = bytes(self._hvalue)
+        self._hfield, self._hvalue = bytearray(), bytearray()
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = _decode(params.get(b"name", b""))
+        if name not in FORM_FIELDS:
+            raise ApiError(422, f"unknown form field {name!r} (expected: file, frames, threshold)",
+                           error_type="ValidationError")  # fmt: skip
+        if name == "file":
+            if self.filename is not None:
+                raise ApiError(422, "send exactly one file per request", error_type="ValidationError")
+            self.filename = clean_filename(_decode(params.get(b"filename", b"")))
+        self._kind, self._name = ("file" if name == "file" else "field"), name
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._kind == "file":
+            self.size += end - start
+            if self.size > self.max_bytes:
+                raise too_large(self.max_bytes)
+            self.buffer.extend(data[start:end])
+        elif self._kind == "field":
+            self._value.extend(data[start:end])
+            if len(self._value) > _FIELD_LIMIT:
+                raise ApiError(422, f"form field {self._name!r} is too long", error_type="ValidationError")
+
+    def _part_end(self) -> None:
+        if self._kind == "field":
+            self.fields[self._name] = _decode(bytes(self._value)).strip()
+        self._kind = None
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def clean_filename(name: str) -> str:
+    """The client's file name for display (``source``): control characters removed, at most 255 characters."""
+    name = _CONTROL_CHARS.sub("", name).strip()
+    return name[:255] or "upload"
+
+
+def _open_exclusive(path: Path) -> BinaryIO:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def unlink_quietly(path: Path) -> None:
+    """Delete ``path`` if it exists; a failure is logged, never raised."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # pragma: no cover - nothing else to do; logged for the operator
+        log.exception("could not delete the temporary upload %s", path)
+
+
+async def receive_upload(request: Request, path: Path, max_bytes: int) -> Upload:
+    """Stream the multipart body into ``path`` (created here); raises ApiError on any problem.
+
+    A client that disconnects mid-upload raises :class:`starlette.requests.ClientDisconnect`.
+    """
+    _, params = parse_options_header(request.headers.get("content-type", "").encode("latin-1"))
+    upload = Upload(max_bytes=max_bytes)
+    parser = MultipartParser(params[b"boundary"], callbacks=upload.callbacks())  # type: ignore[arg-type]
+    fh = await anyio.to_thread.run_sync(_open_exclusive, path)
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                try:
+                    parser.write(chunk)
+                except FormParserError as exc:
+                    raise ApiError(422, f"malformed multipart body ({exc})", error_type="ValidationError") from exc
+            if len(upload.buffer) >= _FLUSH_BYTES:
+                data, upload.buffer = bytes(upload.buffer), bytearray()
+                await anyio.to_thread.run_sync(fh.write, data)
+        if not upload.ended:
+            raise ApiError(422, "incomplete multipart body", error_type="ValidationError")
+        if upload.buffer:
+            data, upload.buffer = bytes(upload.buffer), bytearray()
+            await anyio.to_thread.run_sync(fh.write, data)
+    finally:
+        fh.close()
+    if upload.filename is None:
+        raise ApiError(422, "no file: send the image or video in the multipart field 'file'",
+                       error_type="ValidationError")  # fmt: skip
+    return upload
+
+
+def parse_analysis_fields(fields: dict[str, str]) -> tuple[int | None, float | None]:
+    """The optional form fields ``frames`` (1..MAX_FRAMES) and ``threshold`` (0..1); None when not sent."""
+    frames: int | None = None
+    threshold: float | None = None
+    raw = fields.get("frames", "")
+    if raw:
+        try:
+            frames = int(raw)
+        except ValueError:
+            frames = -1
+        if not 1 <= frames <= MAX_FRAMES:
+            raise ApiError(422, f"frames must be an integer from 1 to {MAX_FRAMES}, got {raw!r}",
+                           error_type="ConfigError")  # fmt: skip
+    raw = fields.get("threshold", "")
+    if raw:
+        try:
+            threshold = float(raw)
+        except ValueError:
+            threshold = math.nan
+        if not 0.0 <= threshold <= 1.0:
+            raise ApiError(422, f"threshold must be a number from 0 to 1, got {raw!r}", error_type="ConfigError")
+    return frames, threshold
