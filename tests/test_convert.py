@@ -25,7 +25,7 @@ _SHAPE = re.compile(r"^(\S+) \((.*)\)$")
 def _authors_like_state(model: CrossEfficientViT, *, pos_rows=(60, 40)) -> dict[str, torch.Tensor]:
     """Our state dict plus what the authors' file has on top: _fc layers, full lg B0, oversized pos embeddings."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    full = create_model("CROSS-EFFICIENT-VIT-V1", image_size=model.config.image_size, depth=1)
+    full = create_model("cross_efficient_vit_v1", image_size=model.config.image_size, depth=1)
     for k, v in full.sm_image_embedder.efficient_net.state_dict().items():
         key = f"lg_image_embedder.efficient_net.{k}"
         state.setdefault(key, torch.randn(v.shape) if v.is_floating_point() else v.clone())
@@ -64,9 +64,10 @@ def test_convert_names_missing_keys():
         convert_original_state_dict(state, CrossEfficientViT(config=src.config), source="my.pth")
 
 
-def test_full_released_key_list_strict_loads(shared_dir, tmp_path):
+@pytest.mark.slow  # the full-size authors' model (95 M parameters): 30-40 s on 2 cores
+def test_full_released_key_list_strict_loads(shared_file, tmp_path):
     """Tensors synthesised with every key and shape of the authors' released file load strictly."""
-    lines = (shared_dir / "reference" / "original_state_dict_keys.txt").read_text().splitlines()
+    lines = shared_file("reference/original_state_dict_keys.txt").read_text().splitlines()
     state = {}
     for line in lines:
         key, shape = _SHAPE.match(line.strip()).groups()
@@ -99,17 +100,17 @@ def test_full_released_key_list_strict_loads(shared_dir, tmp_path):
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
 
 
-def test_reference_fixture_exactness(shared_dir):
+def test_reference_fixture_exactness(shared_file):
     """The authors' model at a reduced config: our converter + model reproduce tokens and logits within 1e-4."""
-    ref = shared_dir / "reference"
-    sd_path = ref / "reference_small_state_dict.safetensors"
+    sd_path = shared_file("reference/reference_small_state_dict.safetensors")
+    io_path = shared_file("reference/reference_small_io.safetensors")
     with safe_open(str(sd_path), "pt") as fh:
         original_config = json.loads(fh.metadata()["config"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(sd_path)).items()}
     model = CrossEfficientViT(config=config_from_original(original_config))
     convert_original_state_dict(state, model, source=str(sd_path))
     model.eval()
-    io = load_file(str(ref / "reference_small_io.safetensors"))
+    io = load_file(str(io_path))
     with torch.inference_mode():
         sm, lg = model.embed(io["input"])
         logits = model(io["input"])
@@ -125,3 +126,41 @@ def test_config_from_original_rejects_unknown_and_unsupported():
         config_from_original({"num-classes": 2})
     cfg = config_from_original({"sm-dim": 32, "depth": 2})
     assert cfg.sm_dim == 32 and cfg.depth == 2 and cfg.image_size == 224
+
+
+def test_foreign_files_are_checkpoint_errors_without_torch_advice(tmp_path):
+    """Whatever the bytes, loading fails with a CheckpointError naming the file, and torch's advice to load with
+    weights_only=False (switching the safety off) never reaches the user."""
+    import io
+    import pickle
+    import zipfile
+
+    rng = torch.Generator().manual_seed(0)
+    good = tmp_path / "good.pth"
+    torch.save({"a": torch.zeros(2)}, good)
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("a", "b")
+    cases = {
+        "text.pth": b"hello, I am not a checkpoint\n",  # torch: KeyError
+        "random.bin": bytes(torch.randint(0, 256, (4096,), generator=rng, dtype=torch.uint8).tolist()),
+        "zip.pth": zipped.getvalue(),
+        "truncated.pth": good.read_bytes()[:300],
+        "list.pth": pickle.dumps([1, 2], protocol=2),
+        "int_keys.pth": None,  # written below with torch.save
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        if data is None:
+            torch.save({1: torch.zeros(1)}, path)
+        else:
+            path.write_bytes(data)
+        with pytest.raises(CheckpointError) as info:
+            load_original_checkpoint(path)
+        message = str(info.value)
+        assert str(path) in message, name
+        assert "weights_only" not in message and "False" not in message, (name, message)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty checkpoint file"):
+        load_original_checkpoint(empty)

@@ -79,17 +79,50 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        size = path.stat().st_size
+    except OSError as exc:
         raise CheckpointError(
-            f"{path}: cannot load as a weights-only PyTorch checkpoint (refusing anything that would run code): {msg}"
+            f"{path}: checkpoint file cannot be read ({exc.strerror or type(exc).__name__})"
         ) from None
+    if size == 0:
+        raise CheckpointError(f"{path}: empty checkpoint file (0 bytes)")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises anything (KeyError, RuntimeError, ...) on foreign bytes
+        log.debug("torch.load(%s, weights_only=True) failed", path, exc_info=True)
+        raise _load_error(path, exc) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise CheckpointError(f"{path}: expected a state dict of named tensors, got {type(obj).__name__}")
     return dict(obj)
+
+
+def _load_error(path: Path, exc: BaseException) -> CheckpointError:
+    """A CheckpointError for a failed weights-only ``torch.load``, in cevit's words.
+
+    torch's own message is never relayed: for files it refuses, it advises loading with the safety switched off.
+    """
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in text.lower():
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (it refers to {found.group(1)}, which is not a tensor type)" if found else ""
+        return CheckpointError(
+            f"{path}: cannot load as a weights-only PyTorch checkpoint (refusing anything that would run code): "
+            f"the file is not a pickle of plain tensors{what}"
+        )
+    if isinstance(exc, PermissionError):
+        return CheckpointError(f"{path}: checkpoint file cannot be read (permission denied)")
+    if isinstance(exc, RuntimeError) and (
+        "zip archive" in text or "PytorchStreamReader" in text or "inline_container" in text
+    ):
+        return CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint (its zip archive cannot be read)")
+    return CheckpointError(
+        f"{path}: not a model checkpoint cevit can read: neither a cevit .safetensors checkpoint nor a PyTorch "
+        f"checkpoint of tensors ({type(exc).__name__} while reading it)"
+    )
 
 
 def convert_original_state_dict(
@@ -130,6 +163,8 @@ def convert_original_state_dict(
             continue
         branch = model.sm_image_embedder if key.startswith("sm_") else model.lg_image_embedder
         need = branch.num_patches + 1
+        if out[key].ndim != 3:
+            raise CheckpointError(f"{source}: {key} has shape {tuple(out[key].shape)}, expected (1, tokens, dim)")
         have = out[key].shape[1]
         if have < need:
             raise CheckpointError(f"{source}: {key} has {have} rows, the model needs {need}")
@@ -163,9 +198,7 @@ def load_original_checkpoint(
     return model.to(device).eval()
 
 
-def convert_original_file(
-    src: str | Path, dst: str | Path, *, config: CrossEfficientViTConfig | None = None
-) -> str:
+def convert_original_file(src: str | Path, dst: str | Path, *, config: CrossEfficientViTConfig | None = None) -> str:
     """Convert the authors' ``.pth`` into a cevit checkpoint at ``dst``; returns its SHA-256."""
     model = load_original_checkpoint(src, config=config)
     return save_checkpoint(

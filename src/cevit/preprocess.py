@@ -15,10 +15,17 @@ training, validation and inference always turn faces into tensors the same way:
    ``value_scale`` (255 → [0, 1]; 1 → raw 0–255), then ``(x - mean) / std`` when a mean/std is given.
 
 Frames enter as ``uint8`` RGB arrays of shape (H, W, 3) everywhere in cevit.
+
+Bad boxes: :func:`square_box` and :func:`crop_face` raise ``ValueError`` (and nothing else) for a box with a
+non-finite coordinate, a zero or negative width or height, a square that lies entirely outside the frame, or
+one more than :data:`MAX_BOX_TO_FRAME` times the frame's longer side (no detector produces that; a zero-padded
+canvas of that size would only waste memory). Every other box, at any frame edge and for any frame size, gives
+a crop that :func:`resize_face` turns into exactly ``(input_size, input_size, 3)``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -38,6 +45,9 @@ __all__ = [
     "to_tensor",
     "preprocess_faces",
 ]
+
+#: A squared (and margin-grown) face box may be at most this many times the frame's longer side.
+MAX_BOX_TO_FRAME = 8
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,9 +93,13 @@ def square_box(box: Sequence[float], margin: float = 0.0) -> tuple[int, int, int
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = x2 - x1, y2 - y1
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2, w, h)):
+        raise ValueError(f"face box {tuple(box)} has a non-finite coordinate")
     if not (w > 0 and h > 0):
         raise ValueError(f"degenerate face box {tuple(box)}")
     side = max(w, h) * (1.0 + margin)
+    if not math.isfinite(side):
+        raise ValueError(f"face box {tuple(box)} is too large")
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
     nx1 = int(round(cx - side / 2.0))
     ny1 = int(round(cy - side / 2.0))
@@ -99,6 +113,8 @@ def crop_face(frame: np.ndarray, box: Sequence[float], spec: Preprocessing) -> n
         raise ValueError(f"expected an (H, W, 3) frame, got shape {frame.shape}")
     H, W = frame.shape[:2]
     x1, y1, x2, y2 = square_box(box, spec.crop_margin)
+    if x2 - x1 > MAX_BOX_TO_FRAME * max(H, W, 1):
+        raise ValueError(f"face box {tuple(box)} is more than {MAX_BOX_TO_FRAME} times the {W}x{H} frame")
     cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
     if cx2 <= cx1 or cy2 <= cy1:
         raise ValueError(f"face box {tuple(box)} lies outside the {W}x{H} frame")

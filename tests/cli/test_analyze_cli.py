@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -46,6 +47,7 @@ def test_usage_errors_exit_2(tiny_checkpoint, capsys):
 
 def _png_claiming(path, width, height):
     """A tiny PNG whose header declares width x height (a decompression bomb's signature)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -112,8 +114,11 @@ def test_batch_with_every_kind_of_bad_input_finishes(tiny_checkpoint, face_rgb, 
         assert "error" in report, kind
         assert str(path) in report["error"], (kind, report["error"])
         assert report["error"] in err, kind  # a stderr line per failure
+        assert len(_error_lines(err, path)) == 1, (kind, err)  # and only one (the summary table aside)
     assert "Traceback" not in err
-    assert "too large" in by_source[str(bad["bomb"])]["error"].lower() or "pixels" in by_source[str(bad["bomb"])]["error"]
+    assert (
+        "too large" in by_source[str(bad["bomb"])]["error"].lower() or "pixels" in by_source[str(bad["bomb"])]["error"]
+    )
     assert "no video stream" in by_source[str(bad["audio only"])]["error"]
     # the batch summary on stderr, most suspicious first, failures listed
     assert "inputs," in err and "failed" in err
@@ -155,7 +160,188 @@ def test_debug_shows_traceback_for_errors(tiny_checkpoint, capsys, monkeypatch):
 
 def test_video_input_via_cli(tiny_checkpoint, face_rgb, tmp_path, capsys):
     path = write_test_video(tmp_path / "v.mp4", [face_rgb] * 5)
-    code, out, err = run(["analyze", str(path), "--frames", "3", "--weights", str(tiny_checkpoint), "--device", "cpu"], capsys)
+    code, out, err = run(
+        ["analyze", str(path), "--frames", "3", "--weights", str(tiny_checkpoint), "--device", "cpu"], capsys
+    )
     r = json.loads(out)
     assert code == 0 and r["media_type"] == "video" and r["frames_analyzed"] == 3
     assert [f["index"] for f in r["frame_predictions"]] == [0, 2, 4]
+
+
+# -- found when tried as a new user (issue 15) -------------------------------------------------------------------
+def _model_must_not_load(monkeypatch):
+    """Make any model load fail the test: the command must decide without the model."""
+    import cevit.inference.pipeline as pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(pipeline, "load_model", refuse)
+
+
+def _error_lines(err: str, path) -> list[str]:
+    lines = [part for line in err.splitlines() for part in line.split("\r")]  # progress bars redraw with \r
+    return [line for line in lines if line.startswith("cevit:") and str(path) in line]
+
+
+def test_symlink_loop_in_a_folder_fails_alone(tiny_checkpoint, face_rgb, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    good = folder / "a.jpg"
+    Image.fromarray(face_rgb).save(good)
+    loop = folder / "loop.jpg"
+    loop.symlink_to(loop.name)
+    code, out, err = run(["analyze", str(folder), "--weights", str(tiny_checkpoint), "--device", "cpu", "-q"], capsys)
+    by_source = {r["source"]: r for r in map(json.loads, out.splitlines())}
+    assert code == 1 and "internal error" not in err
+    assert "error" not in by_source[str(good)]
+    assert "symlink loop" in by_source[str(loop)]["error"] and str(loop) in by_source[str(loop)]["error"]
+    code, out, err = run(["analyze", str(loop), "--weights", str(tiny_checkpoint)], capsys)
+    assert code == 1 and "symlink loop" in json.loads(out)["error"] and "does not exist" not in err
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "five bytes", "directory", "random"])
+def test_bad_weights_exit_3_with_a_clear_message(tmp_path, capsys, kind):
+    weights = {"text": tmp_path / "w.txt", "empty": tmp_path / "w.safetensors", "five bytes": tmp_path / "f.safetensors",
+               "directory": tmp_path / "wdir", "random": tmp_path / "w.bin"}[kind]  # fmt: skip
+    if kind == "directory":
+        weights.mkdir()
+    else:
+        data = {"text": b"hello world\n", "empty": b"", "five bytes": b"abcde",
+                "random": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()}[kind]  # fmt: skip
+        weights.write_bytes(data)
+    code, out, err = run(["analyze", str(SAMPLE_FACE), "--weights", str(weights)], capsys)
+    assert code == 3, err
+    assert out == "" and "internal error" not in err and "Traceback" not in err
+    assert str(weights) in err and "weights_only" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_output_target_and_device_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    _model_must_not_load(monkeypatch)
+    code, out, err = run(["analyze", str(SAMPLE_FACE), "--output", str(tmp_path / "nonexistent" / "dir" / "out.csv")],
+                         capsys)  # fmt: skip
+    assert code == 2 and "does not exist" in err and "nonexistent" in err and out == ""
+    code, _, err = run(["analyze", str(SAMPLE_FACE), "--device", "tpu"], capsys)
+    assert code == 2 and "tpu" in err and "internal error" not in err
+    code, _, err = run(["analyze", str(SAMPLE_FACE), "--format", "table", "--output", str(tmp_path / "reports") + "/"],
+                       capsys)  # fmt: skip
+    assert code == 2 and "--format table" in err
+    for flag in ("--max-pixels", "--max-frame-pixels"):
+        assert run(["analyze", str(SAMPLE_FACE), flag, "0"], capsys)[0] == 2
+
+
+def test_inputs_rejected_at_once_do_not_load_the_model(tmp_path, capsys, monkeypatch):
+    _model_must_not_load(monkeypatch)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.png"
+    code, out, err = run(["analyze", str(text), str(empty), str(missing), "--weights", "no-such-file"], capsys)
+    assert code == 1
+    reports = [json.loads(line) for line in out.splitlines()]
+    assert [r["source"] for r in reports] == [str(missing), str(text), str(empty)]
+    assert all("error" in r for r in reports)
+    for path in (text, empty, missing):
+        assert len(_error_lines(err, path)) == 1  # one stderr line per failed input
+
+
+def test_debug_works_after_the_subcommand(capsys, monkeypatch):
+    import cevit.inference.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "bundled_weights_path", lambda *a, **k: None)
+    with pytest.raises(Exception, match="bundled"):
+        main(["analyze", str(SAMPLE_FACE), "--debug"])
+
+
+def _grey_jpeg_with_corrupt_exif(path):
+    """A face-less grey photo whose EXIF block declares more data than it holds (Pillow warns about it)."""
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHII", 0x010E, 2, 1000, 26)
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(path, exif=b"Exif\x00\x00" + tiff + struct.pack("<I", 0))
+    return path
+
+
+def test_table_csv_and_summary_show_no_face_errors_once_and_no_library_warnings(tiny_checkpoint, tmp_path, capsys,
+                                                                                 monkeypatch):  # fmt: skip
+    import warnings
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # a terminal: the summary is shown
+    grey = _grey_jpeg_with_corrupt_exif(tmp_path / "grey.jpg")
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a picture")
+    base = ["analyze", str(grey), str(bad), "--weights", str(tiny_checkpoint), "--device", "cpu"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run([*base, "--format", "table"], capsys)
+    assert code == 1
+    assert not [w for w in caught if "EXIF" in str(w.message) or "Tag data" in str(w.message)]
+    assert "Warning" not in err
+    grey_row = next(line for line in out.splitlines() if str(grey) in line)
+    assert grey_row.startswith("NO_FACE") and "no face found" in grey_row and "REAL" not in grey_row
+    bad_row = next(line for line in out.splitlines() if str(bad) in line)
+    assert bad_row.startswith("ERROR") and bad_row.count(str(bad)) == 1  # the path is not repeated
+    assert out.count("PREDICTION") == 1 and len(out.splitlines()) == 3
+    assert "PREDICTION" not in err  # the table is on stdout: not printed a second time on stderr
+    assert "2 inputs, 1 analysed (1 with no face found), 1 failed" in err
+    assert len(_error_lines(err, bad)) == 1
+    code, out, err = run([*base, "--format", "csv", "-q"], capsys)
+    rows = {r["source"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert rows[str(grey)]["prediction"] == "NO_FACE" and rows[str(grey)]["confidence"] == ""
+    assert rows[str(grey)]["status"] == "no_face" and rows[str(grey)]["num_faces"] == "0"
+    assert rows[str(bad)]["num_faces"] == "" and rows[str(bad)]["status"] == "error"
+
+
+def test_format_table_treats_a_report_without_score_as_no_face():
+    from cevit.cli.analyze import _csv_row, format_table
+
+    old_style = {"source": "x.jpg", "media_type": "image", "prediction": "REAL", "confidence": 0.99, "score": None,
+                 "faces": []}  # fmt: skip
+    assert format_table([old_style]).splitlines()[1].startswith("NO_FACE")
+    assert _csv_row(old_style)["prediction"] == "NO_FACE"
+    fake = {"source": "y.mp4", "media_type": "video", "status": "ok", "prediction": "FAKE", "confidence": 0.9,
+            "score": 0.9, "faces": [{}], "frames_failed": 3}  # fmt: skip
+    row = format_table([old_style, fake]).splitlines()[1]
+    assert row.startswith("FAKE") and "3 sampled frames could not be decoded" in row
+
+
+def test_frame_progress_rate_counts_from_the_start_of_the_item():
+    from cevit.cli.analyze import _Progress
+
+    progress = _Progress(2, enabled=True, stream=io.StringIO())
+    progress._item_start -= 100.0  # the item started 100 s ago; the bar appears after its first chunk
+    progress.frame_callback(8, 30)
+    bar = progress.frames
+    elapsed = bar.format_dict["elapsed"]
+    assert bar.n == 8 and elapsed >= 100.0 and 8 / elapsed < 1.0  # about 0.08 frame/s, not 10^5
+    assert "frame/s" in str(bar) or "s/frame" in str(bar)
+    progress.frame_callback(16, 30)
+    assert bar.n == 16
+    progress.file_done()
+    progress.close()
+
+
+def test_output_dir_names_stay_inside_and_writes_are_atomic(tiny_checkpoint, face_rgb, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    long_name = inputs / ("é" * 100 + "x" * 40 + ".jpg")  # 245 bytes: + ".json" is over the 255-byte limit
+    hidden_like = inputs / "..weird.jpg"
+    for path in (long_name, hidden_like):
+        Image.fromarray(face_rgb).save(path, format="JPEG")
+    outdir = tmp_path / "out"
+    code, _, err = run(["analyze", str(long_name), str(hidden_like), str(tmp_path / "gone.jpg"), "-o", str(outdir) + "/",
+                        "--weights", str(tiny_checkpoint), "--device", "cpu", "-q"], capsys)  # fmt: skip
+    assert code == 1, err
+    names = sorted(p.name for p in outdir.iterdir())
+    assert len(names) == 3 and all(n.endswith(".json") and not n.startswith(".") for n in names)
+    assert all(len(n.encode()) <= 255 for n in names)
+    sources = {json.loads((outdir / n).read_text())["source"] for n in names}
+    assert sources == {str(long_name), str(hidden_like), str(tmp_path / "gone.jpg")}
+
+
+def test_video_frame_pixel_limit_flag(tiny_checkpoint, face_rgb, tmp_path, capsys):
+    path = write_test_video(tmp_path / "v.mp4", [face_rgb[:64, :64]] * 3)
+    code, out, err = run(["analyze", str(path), "--max-frame-pixels", "4000", "--weights", str(tiny_checkpoint),
+                          "--device", "cpu"], capsys)  # fmt: skip
+    report = json.loads(out)
+    assert code == 1 and report["error_type"] == "MediaTooLargeError"
+    assert "64x64" in report["error"] and "4000" in report["error"] and str(path) in report["error"]

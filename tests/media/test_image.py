@@ -34,9 +34,7 @@ def png_declaring(path: Path, width: int, height: int) -> Path:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
     idat = zlib.compress(b"\x00" * 64)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
 
 
@@ -241,9 +239,7 @@ def test_max_pixels_parameter(tmp_path: Path) -> None:
         load_image(tmp_path / "p.png", max_pixels=0)
 
 
-def test_within_our_limit_pillow_global_limit_does_not_leak(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_within_our_limit_pillow_global_limit_does_not_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     Image.fromarray(pattern(40, 40)).save(tmp_path / "p.png")
     Image.fromarray(pattern(40, 40)).save(tmp_path / "p.webp", lossless=True)

@@ -23,9 +23,7 @@ from cevit.media.probe import sniff_image_format
 VIDEO_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def write_video(
-    path: Path, *, codec: str = VIDEO_CODEC, frames: int = 5, fmt: str | None = None
-) -> Path:
+def write_video(path: Path, *, codec: str = VIDEO_CODEC, frames: int = 5, fmt: str | None = None) -> Path:
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
@@ -140,9 +138,7 @@ def test_truncated_mp4_is_a_media_error_naming_the_file(tmp_path: Path) -> None:
         ("sound.mp4", "aac", 16000, None),  # an MP4 container with no video
     ],
 )
-def test_audio_only_files_are_unsupported(
-    tmp_path: Path, name: str, codec: str, rate: int, fmt: str | None
-) -> None:
+def test_audio_only_files_are_unsupported(tmp_path: Path, name: str, codec: str, rate: int, fmt: str | None) -> None:
     if codec not in av.codecs_available:
         pytest.skip(f"PyAV build lacks the {codec} encoder")
     path = write_audio(tmp_path / name, codec, rate=rate, fmt=fmt)
@@ -199,9 +195,7 @@ def test_unreadable_file_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "secret.png" in str(info.value)
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="file permissions do not bind root"
-)
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="file permissions do not bind root")
 def test_unreadable_file_real_permissions(tmp_path: Path) -> None:
     path = write_image(tmp_path / "locked.png", "PNG")
     path.chmod(0)
@@ -266,3 +260,41 @@ def test_missing_path_and_empty_folder_raise(tmp_path: Path) -> None:
     assert "empty" in str(info.value)
     with pytest.raises(MediaError, match="matches no image or video files"):
         iter_media_files([str(tmp_path / "*.mkv")])
+
+
+# -- symbolic links that lead nowhere (issue 15) -----------------------------------------------------
+
+
+def test_symlink_loop_in_a_folder_is_listed_and_fails_alone(tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    good = _touch(root / "a.jpg")
+    loop = root / "loop.jpg"
+    loop.symlink_to(loop.name)  # points at itself
+    ring_a, ring_b = root / "ring_a.mp4", root / "ring_b.mp4"
+    ring_a.symlink_to(ring_b.name)
+    ring_b.symlink_to(ring_a.name)
+    broken = root / "broken.png"
+    broken.symlink_to("nowhere.png")
+    (root / "dirloop").symlink_to(".")  # a link to a folder is not followed
+    found = iter_media_files([str(root)])
+    assert found == [good, broken, loop, ring_a, ring_b]
+    globbed = iter_media_files([str(root / "*")])  # the pattern also matches the folder link: no duplicates
+    assert sorted(p.name for p in globbed) == sorted(p.name for p in found)
+    for path in (loop, ring_a):
+        with pytest.raises(MediaError, match="symlink loop") as info:
+            sniff_media_type(path)
+        assert str(path) in str(info.value)
+    with pytest.raises(MediaError, match="broken symbolic link"):
+        sniff_media_type(broken)
+
+
+def test_symlink_loop_named_directly_says_so(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop.name)
+    with pytest.raises(MediaError, match="symlink loop") as info:
+        iter_media_files([str(loop)])
+    assert str(loop) in str(info.value) and "does not exist" not in str(info.value)
+    broken = tmp_path / "broken.jpg"
+    broken.symlink_to("gone.jpg")
+    with pytest.raises(MediaError, match="broken symbolic link"):
+        iter_media_files([str(broken)])

@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from cevit.errors import MediaError, UnsupportedMediaError
-from cevit.media import DecodeStats, probe_video, rotate_upright, sample_frames
+from cevit.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
+from cevit.media import DEFAULT_MAX_FRAME_PIXELS, DecodeStats, probe_video, rotate_upright, sample_frames
 from cevit.media import video as video_module
 
 H264 = "libx264" in av.codecs_available
@@ -84,10 +84,7 @@ def reference_frames(path: Path) -> list[tuple[float, np.ndarray]]:
     """Every frame of ``path`` decoded plainly with PyAV: (pts seconds, RGB array)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        return [
-            (float(f.pts * stream.time_base), f.to_ndarray(format="rgb24"))
-            for f in container.decode(stream)
-        ]
+        return [(float(f.pts * stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
 
 
 def expected_indices(count: int, num: int) -> list[int]:
@@ -346,9 +343,7 @@ def test_garbage_packets_have_no_decodable_frames(tmp_path: Path) -> None:
         probe_video(path)
 
 
-def test_time_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_time_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     path = write_video(tmp_path / "v.mp4", frames=60)
     with pytest.raises(MediaError, match="max_decode_seconds") as info:
         list(sample_frames(path, num_frames=10, max_decode_seconds=1e-9))
@@ -445,3 +440,93 @@ def test_shared_public_videos(shared_dir: Path) -> None:
         assert all(b.timestamp > a.timestamp for a, b in zip(frames, frames[1:])), path
         if row.get("n_frames"):
             assert frames[-1].index == pytest.approx(int(row["n_frames"]) - 1, abs=2), path
+
+
+# -- limits and damage reporting (issue 15) -----------------------------------------------------------
+
+
+def test_frame_pixel_limit_is_checked_before_decoding(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "wide.mp4", frames=10, size=(48, 64))
+    assert DEFAULT_MAX_FRAME_PIXELS == 40_000_000
+    stats = DecodeStats()
+    with pytest.raises(MediaTooLargeError, match="max_frame_pixels") as info:
+        list(sample_frames(path, num_frames=5, stats=stats, max_frame_pixels=64 * 48 - 1))
+    message = str(info.value)
+    assert "wide.mp4" in message and "64x48" in message and str(64 * 48 - 1) in message
+    assert stats.decoded_frames == 0 and stats.packets == 0  # refused from the stream header
+    with pytest.raises(MediaTooLargeError, match="max_frame_pixels"):
+        probe_video(path, max_frame_pixels=1000)
+    # at the limit is allowed; None switches the limit off
+    assert len(list(sample_frames(path, num_frames=5, max_frame_pixels=64 * 48))) == 5
+    assert probe_video(path, max_frame_pixels=None).width == 64
+    with pytest.raises(ValueError, match="max_frame_pixels"):
+        sample_frames(path, max_frame_pixels=0)
+
+
+def test_frame_pixel_limit_also_guards_decoded_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream whose header understates its size (or that changes size) is still refused before RGB conversion."""
+    path = write_video(tmp_path / "v.mp4", frames=10)
+    real_open = video_module._open
+
+    def header_says_nothing(p: Path, max_frame_pixels: int | None = None):
+        return real_open(p, None)  # skip the header check, as for a stream without a declared size
+
+    monkeypatch.setattr(video_module, "_open", header_says_nothing)
+    stats = DecodeStats()
+    with pytest.raises(MediaTooLargeError, match="max_frame_pixels"):
+        list(sample_frames(path, num_frames=5, stats=stats, max_frame_pixels=100))
+    assert stats.converted_frames == 0
+
+
+def _corrupt_middle(path: Path, seed: int = 0) -> Path:
+    """Overwrite the middle tenth of the video data with random bytes (the container stays readable)."""
+    data = bytearray(path.read_bytes())
+    mdat = data.find(b"mdat")
+    n = len(data) - mdat
+    a, b = mdat + int(n * 0.45), mdat + int(n * 0.55)
+    data[a:b] = np.random.default_rng(seed).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    damaged = path.with_name("damaged_" + path.name)
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def _noisy_video(path: Path, frames: int) -> Path:
+    """Frames with noise, so each one takes several packets' worth of data (corruption hits several frames)."""
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(CODEC, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        if FAST:
+            stream.codec_context.options = dict(FAST)
+        for i in range(frames):
+            image = np.clip(card(i, 64, 96).astype(int) + rng.integers(-40, 40, (64, 96, 3)), 0, 255)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("frames", [30, 90])  # 30: every frame wanted ("all"); 90: targets spread out
+def test_frames_that_fail_to_decode_are_counted(tmp_path: Path, frames: int) -> None:
+    clean = _noisy_video(tmp_path / "clean.mp4", frames)
+    stats = DecodeStats()
+    assert len(list(sample_frames(clean, num_frames=30, stats=stats))) == 30
+    assert stats.frames_failed == 0
+    damaged = _corrupt_middle(clean)
+    stats = DecodeStats()
+    got = list(sample_frames(damaged, num_frames=30, stats=stats))
+    assert stats.decode_errors > 0
+    assert 0 < len(got) < 30
+    assert stats.frames_failed == 30 - len(got)  # every sampled frame is either yielded or counted as failed
+
+
+def test_truncated_video_counts_the_frames_it_lost(tmp_path: Path) -> None:
+    full = write_video(tmp_path / "full.mkv", frames=90, gop=10)
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    stats = DecodeStats()
+    frames = list(sample_frames(cut, num_frames=10, stats=stats))
+    assert 1 <= len(frames) < 10
+    assert stats.frames_failed == 10 - len(frames)

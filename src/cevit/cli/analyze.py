@@ -1,4 +1,12 @@
-"""``cevit analyze PATH [PATH ...]``: analyse images and videos, print or write reports."""
+"""``cevit analyze PATH [PATH ...]``: analyse images and videos, print or write reports.
+
+Order of work: the arguments and the output target are checked first, then the inputs are expanded; inputs
+rejected at once (missing, empty, a symlink loop, not an image or video) get their error report without the
+model, which is loaded (and torch imported) only when the first input that can be analysed comes up.
+
+A report without any face (``status`` "no_face", or no score and no error in older reports) is shown as
+``NO_FACE`` in the table, the CSV and the summary, never as a REAL verdict: no face found is not a clearance.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +14,24 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 FORMATS = ("json", "jsonl", "csv", "table")
 CSV_COLUMNS = ("source", "media_type", "prediction", "confidence", "score", "num_faces", "frames_analyzed",
-               "processing_time", "error")  # fmt: skip
+               "processing_time", "error", "status", "frames_failed")  # fmt: skip
+#: What the table, the CSV and the summary show instead of a verdict when no face was found.
+NO_FACE_LABEL = "NO_FACE"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from cevit.media.image import DEFAULT_MAX_PIXELS
+    from cevit.media.probe import DEFAULT_MAX_FRAME_PIXELS
+
     p = sub.add_parser(
         "analyze",
         help="analyse images and videos for face deepfakes",
@@ -24,22 +40,54 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image/video files, folders or glob patterns")
     p.add_argument("--weights", help="checkpoint: a cevit .safetensors or the authors' .pth (default: bundled weights)")
-    p.add_argument("--model", default=None, help="preset whose bundled weights to use (default: CROSS-EFFICIENT-VIT-V1)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="ARCH.TAG",
+        help="registered weights to use (default: the bundled default; list them with `cevit info --list`); "
+        "with --weights, names the registered weights the file is (for their inference settings)",
+    )
     p.add_argument("--frames", type=int, default=30, help="frames sampled evenly per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold: FAKE above it (default: the rule's)")
-    p.add_argument("--rule", default="cevit-default", choices=("cevit-default", "coccomini2022-video"),
-                   help="aggregation rule (default: cevit-default)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="json (default for one input), jsonl (default for several), csv or table")
-    p.add_argument("--output", "-o", help="write to FILE, or to DIR (existing folder or ending in /): one .json per input")
+    p.add_argument(
+        "--rule",
+        default=None,
+        choices=("cevit-default", "coccomini2022-video"),
+        help="aggregation rule (default: the one the weights carry: cevit-default for cevit's, "
+        "coccomini2022-video for the authors' checkpoint)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda, cuda:N (default: auto)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="json (default for one input), jsonl (default for several), csv or table",
+    )
+    p.add_argument(
+        "--output", "-o", help="write to FILE, or to DIR (existing folder or ending in /): one .json per input"
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images of more than N pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS})",
+    )
+    p.add_argument(
+        "--max-frame-pixels",
+        type=int,
+        default=DEFAULT_MAX_FRAME_PIXELS,
+        metavar="N",
+        help="refuse videos whose frames have more than N pixels, checked from the stream header before "
+        f"decoding (default: {DEFAULT_MAX_FRAME_PIXELS})",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=run)
 
 
 def _expand(paths: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """Resolve arguments to media files; a bad argument becomes an error report instead of stopping the run."""
-    from cevit.errors import MediaError
+    from cevit.errors import CevitError
     from cevit.inference.results import error_report
     from cevit.media import iter_media_files
 
@@ -48,36 +96,69 @@ def _expand(paths: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
     for arg in paths:
         try:
             files.extend(str(p) for p in iter_media_files([arg]))
-        except MediaError as exc:
+        except CevitError as exc:
             errors.append(error_report(arg, exc))
     return files, errors
 
 
+def report_status(r: dict[str, Any]) -> str:
+    """``"error"``, ``"no_face"`` or ``"ok"``; reports without a ``status`` key: no score and no error is no face."""
+    if "error" in r:
+        return "error"
+    status = r.get("status")
+    if status in ("ok", "no_face"):
+        return str(status)
+    return "no_face" if r.get("score") is None else "ok"
+
+
+def _error_text(r: dict[str, Any]) -> str:
+    """The error message without the leading ``SOURCE: `` (the table shows the source already)."""
+    error, prefix = str(r.get("error", "")), f"{r.get('source')}: "
+    return error[len(prefix) :] if error.startswith(prefix) else error
+
+
 def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
+    status = report_status(r)
+    ok = status == "ok"
+    prediction = {"error": None, "no_face": NO_FACE_LABEL}.get(status, r.get("prediction"))
     return {
-        "source": r.get("source"), "media_type": r.get("media_type"), "prediction": r.get("prediction"),
-        "confidence": r.get("confidence"), "score": r.get("score"), "num_faces": len(r.get("faces", []) or []),
+        "source": r.get("source"), "media_type": r.get("media_type"), "prediction": prediction,
+        "confidence": r.get("confidence") if ok else None, "score": r.get("score") if ok else None,
+        "num_faces": None if status == "error" else len(r.get("faces", []) or []),
         "frames_analyzed": r.get("frames_analyzed", 1 if r.get("media_type") == "image" else None),
-        "processing_time": r.get("processing_time"), "error": r.get("error"),
+        "processing_time": r.get("processing_time"), "error": r.get("error"), "status": status,
+        "frames_failed": r.get("frames_failed"),
     }  # fmt: skip
 
 
 def _suspicion(r: dict[str, Any]) -> float:
-    """Sort key: most suspicious first (fake score; failed items last)."""
-    if "error" in r:
+    """Sort key: most suspicious first (fake score; no face next; failed items last)."""
+    status = report_status(r)
+    if status == "error":
         return -2.0
-    return -1.0 if r.get("score") is None else float(r["score"])
+    return -1.0 if status == "no_face" else float(r["score"])
 
 
 def format_table(reports: list[dict[str, Any]]) -> str:
     rows = sorted(reports, key=_suspicion, reverse=True)
     lines = [f"{'PREDICTION':10s} {'CONF':>6s} {'SCORE':>6s} {'FACES':>5s}  SOURCE"]
     for r in rows:
-        if "error" in r:
-            lines.append(f"{'ERROR':10s} {'':>6s} {'':>6s} {'':>5s}  {r['source']}: {r['error']}")
+        status = report_status(r)
+        if status == "error":
+            lines.append(f"{'ERROR':10s} {'':>6s} {'':>6s} {'':>5s}  {r['source']}: {_error_text(r)}")
             continue
-        score = "-" if r.get("score") is None else f"{r['score']:.3f}"
-        lines.append(f"{r['prediction']:10s} {r['confidence']:6.3f} {score:>6s} {len(r.get('faces', [])):5d}  {r['source']}")
+        faces = len(r.get("faces", []) or [])
+        failed = r.get("frames_failed") or 0
+        notes = ["no face found"] if status == "no_face" else []
+        if failed:
+            notes.append(f"{failed} sampled frame{'s' if failed != 1 else ''} could not be decoded")
+        remark = f": {'; '.join(notes)}" if notes else ""
+        if status == "no_face":
+            lines.append(f"{NO_FACE_LABEL:10s} {'':>6s} {'-':>6s} {faces:5d}  {r['source']}{remark}")
+            continue
+        lines.append(
+            f"{r['prediction']:10s} {r['confidence']:6.3f} {r['score']:6.3f} {faces:5d}  {r['source']}{remark}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -97,40 +178,48 @@ def write_reports(reports: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
         out.write(format_table(reports))
 
 
-def _dir_output_name(source: str, used: set[str]) -> str:
-    stem = Path(source).name or "input"
-    name = f"{stem}.json"
-    k = 1
-    while name in used:
-        k += 1
-        name = f"{stem}.{k}.json"
-    used.add(name)
-    return name
+def summary_line(reports: list[dict[str, Any]]) -> str:
+    statuses = [report_status(r) for r in reports]
+    failed, no_face = statuses.count("error"), statuses.count("no_face")
+    return (f"{len(reports)} inputs, {len(reports) - failed} analysed ({no_face} with no face found), "
+            f"{failed} failed")  # fmt: skip
 
 
 class _Progress:
-    """A tqdm bar over files and, inside a video, over its frames; off when stderr is not a TTY or --quiet."""
+    """A tqdm bar over files and, inside a video, over its frames; off when stderr is not a TTY or --quiet.
 
-    def __init__(self, total_files: int, enabled: bool) -> None:
+    The frame bar's rate is frames of the current item over the time since that item started (the bar itself
+    appears only after the first chunk of frames, so its own clock would show absurd rates)."""
+
+    def __init__(self, total_files: int, enabled: bool, *, stream: TextIO | None = None) -> None:
         self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
         self.files = None
         self.frames = None
+        self._item_start = time.time()  # tqdm's clock
         if enabled:
             from tqdm import tqdm
 
             self._tqdm = tqdm
             if total_files > 1:
-                self.files = tqdm(total=total_files, unit="file", desc="analysing", file=sys.stderr, position=0)
+                self.files = tqdm(total=total_files, unit="file", desc="analysing", file=self.stream, position=0)
 
     def frame_callback(self, done: int, total: int) -> None:
         if not self.enabled:
             return
         if self.frames is None:
-            self.frames = self._tqdm(total=total, unit="frame", desc="frames", file=sys.stderr, leave=False,
-                                     position=1 if self.files is not None else 0)  # fmt: skip
+            self.frames = self._tqdm(total=total, unit="frame", desc="frames", file=self.stream, leave=False,
+                                     smoothing=0, position=1 if self.files is not None else 0)  # fmt: skip
+            self.frames.start_t = self._item_start  # smoothing=0: rate = frames / time since the item started
         self.frames.total = total
-        self.frames.n = done
-        self.frames.refresh()
+        self.frames.update(max(0, done - self.frames.n))
+
+    def write(self, line: str) -> None:
+        """A line on stderr that does not garble the bars."""
+        if self.enabled:
+            self._tqdm.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream)
 
     def file_done(self) -> None:
         if self.frames is not None:
@@ -138,6 +227,7 @@ class _Progress:
             self.frames = None
         if self.files is not None:
             self.files.update(1)
+        self._item_start = time.time()
 
     def close(self) -> None:
         if self.frames is not None:
@@ -146,64 +236,97 @@ class _Progress:
             self.files.close()
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Usage errors that need no file system access (ConfigError, exit 2)."""
     from cevit.errors import ConfigError
-    from cevit.inference.pipeline import load_model
-    from cevit.models.registry import DEFAULT_PRESET
+    from cevit.output import is_directory_target
 
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")
+    for flag, value in (("--max-pixels", args.max_pixels), ("--max-frame-pixels", args.max_frame_pixels)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if not _DEVICE.fullmatch(str(args.device)):
+        raise ConfigError(f"unknown device {args.device!r}; use auto, cpu or cuda (cuda:N)")
+    if args.output is not None and is_directory_target(args.output) and args.format not in (None, "json"):
+        raise ConfigError(f"--output {args.output} is a folder, which gets one JSON report per input; "
+                          f"--format {args.format} needs an output file (or standard output)")  # fmt: skip
+
+
+def _analyse(files: list[str], load: Callable[[], Any], progress: _Progress) -> Iterator[dict[str, Any]]:
+    """One report per file, in order. Until the model is needed, each file's content is checked first (cheap:
+    its header), so that a batch of rejected inputs never loads the model."""
+    from cevit.errors import CevitError
+    from cevit.inference.results import error_report
+    from cevit.media import sniff_media_type
+
+    for i, path in enumerate(files):
+        try:
+            sniff_media_type(path)
+        except CevitError as exc:
+            yield error_report(path, exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - as in analyze_many: one bad item never stops the batch
+            yield error_report(path, RuntimeError(f"{path}: internal error: {exc}"))
+            continue
+        detector = load()
+        yield from detector.analyze_many(files[i:], progress=progress.frame_callback)
+        return
+
+
+def run(args: argparse.Namespace) -> int:
+    from cevit.output import atomic_write_text, check_output_target, is_directory_target, report_file_name
+
+    _check_arguments(args)
+    dir_target = args.output is not None and is_directory_target(args.output)
+    out_path = check_output_target(args.output) if args.output is not None else None  # before any work
     files, reports = _expand(args.paths)
-    for r in reports:
-        print(f"cevit: error: {r['error']}", file=sys.stderr)
-    detector = None
-    if files:
-        detector = load_model(args.model or DEFAULT_PRESET, weights=args.weights, device=args.device,
-                              num_frames=args.frames, rule=args.rule, threshold=args.threshold)  # fmt: skip
     n_inputs = len(files) + len(reports)
-    fmt = args.format or ("json" if n_inputs == 1 and not (args.output and _is_dir_target(args.output)) else "jsonl")
-    progress = _Progress(len(files), enabled=not args.quiet and sys.stderr.isatty())
-    dir_target = Path(args.output) if args.output and _is_dir_target(args.output) else None
-    if dir_target is not None:
-        dir_target.mkdir(parents=True, exist_ok=True)
+    fmt = args.format or ("json" if n_inputs == 1 and not dir_target else "jsonl")
+    # JSON Lines on stdout stream as items finish: nothing is lost if the run is interrupted
+    stream_out = sys.stdout if args.output is None and fmt == "jsonl" else None
     used: set[str] = set()
-    stream_out = None
-    if args.output is None and fmt == "jsonl":
-        stream_out = sys.stdout  # stream JSON Lines as items finish: nothing is lost if the run is interrupted
-        for r in reports:  # arguments that could not be resolved
-            stream_out.write(json.dumps(r) + "\n")
+    progress = _Progress(len(files), enabled=not args.quiet and sys.stderr.isatty())
+
+    def emit(report: dict[str, Any]) -> None:
+        if "error" in report:
+            progress.write(f"cevit: error: {report['error']}")  # one line per failed input
+        if stream_out is not None:
+            stream_out.write(json.dumps(report) + "\n")
+            stream_out.flush()
+        if dir_target and out_path is not None:
+            atomic_write_text(out_path / report_file_name(str(report["source"]), used),
+                              json.dumps(report, indent=2) + "\n")  # fmt: skip
+
+    def load() -> Any:
+        from cevit.inference.pipeline import load_model
+
+        return load_model(args.model, weights=args.weights, device=args.device, num_frames=args.frames,
+                          rule=args.rule, threshold=args.threshold, max_pixels=args.max_pixels,
+                          max_frame_pixels=args.max_frame_pixels)  # fmt: skip
+
+    for r in reports:  # arguments that could not be resolved
+        emit(r)
     try:
-        if detector is not None:
-            for report in detector.analyze_many(files, progress=progress.frame_callback):
-                progress.file_done()
-                reports.append(report)
-                if "error" in report:
-                    print(f"cevit: error: {report['error']}", file=sys.stderr)
-                if stream_out is not None:
-                    stream_out.write(json.dumps(report) + "\n")
-                    stream_out.flush()
-                if dir_target is not None:
-                    (dir_target / _dir_output_name(report["source"], used)).write_text(json.dumps(report, indent=2) + "\n")
+        for report in _analyse(files, load, progress):
+            progress.file_done()
+            reports.append(report)
+            emit(report)
     finally:
         progress.close()
-    if dir_target is not None:
-        for r in reports[: n_inputs - len(files)]:  # arguments that could not be resolved
-            (dir_target / _dir_output_name(r["source"], used)).write_text(json.dumps(r, indent=2) + "\n")
-    elif args.output:
+    if out_path is not None and not dir_target:
         buf = io.StringIO()
         write_reports(reports, fmt, buf)
-        Path(args.output).write_text(buf.getvalue(), encoding="utf-8")
-    elif stream_out is None:
+        atomic_write_text(out_path, buf.getvalue(), allow_special=True)
+    elif stream_out is None and not dir_target:
         write_reports(reports, fmt, sys.stdout)
     failed = sum(1 for r in reports if "error" in r)
     if n_inputs > 1 and not args.quiet:
-        sys.stderr.write(f"\n{n_inputs} inputs, {n_inputs - failed} analysed, {failed} failed; most suspicious first:\n")
-        sys.stderr.write(format_table(reports))
+        if fmt == "table" and args.output is None:  # the table is on stdout already: do not print it twice
+            sys.stderr.write(f"\n{summary_line(reports)}\n")
+        else:
+            sys.stderr.write(f"\n{summary_line(reports)}; most suspicious first:\n")
+            sys.stderr.write(format_table(reports))
     return 1 if failed else 0
-
-
-def _is_dir_target(output: str) -> bool:
-    return output.endswith(("/", "\\")) or Path(output).is_dir()
-

@@ -99,9 +99,7 @@ class ImageInfo:
 
 
 def _unsupported(p: Path) -> UnsupportedMediaError:
-    return UnsupportedMediaError(
-        f"{p}: not a supported image (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)"
-    )
+    return UnsupportedMediaError(f"{p}: not a supported image (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)")
 
 
 def _open_header(fh: IO[bytes], p: Path) -> ImageFile.ImageFile:
@@ -175,9 +173,7 @@ def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
         orientation = _orientation(im)
         if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
-        return ImageInfo(
-            width=width, height=height, format=str(im.format), mode=im.mode, orientation=orientation
-        )
+        return ImageInfo(width=width, height=height, format=str(im.format), mode=im.mode, orientation=orientation)
 
 
 def _open_file(p: Path) -> IO[bytes]:
@@ -273,9 +269,7 @@ def _to_rgb8(im: Image.Image, p: Path) -> np.ndarray:
     if mode.startswith("I") or mode == "F":
         gray = _scale_to_uint8(np.asarray(im))
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
-        mode in ("P", "L", "RGB") and "transparency" in im.info
-    )
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode in ("P", "L", "RGB") and "transparency" in im.info)
     try:
         if has_alpha:
             rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)

@@ -20,6 +20,7 @@ files, raise :class:`~cevit.errors.UnsupportedMediaError`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MediaType",
+    "DEFAULT_MAX_FRAME_PIXELS",
     "sniff_media_type",
     "sniff_image_format",
     "check_media_file",
@@ -43,6 +45,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MediaType = Literal["image", "video"]
+
+#: Default limit on the pixels of one video frame (width x height): 40 megapixels, so 8K UHD (7680x4320,
+#: 33.2 MP) passes. Used by :mod:`cevit.media.video` (re-exported there) and when sniffing.
+DEFAULT_MAX_FRAME_PIXELS = 40_000_000
 
 #: How many leading bytes :func:`sniff_image_format` looks at.
 _HEAD_BYTES = 32
@@ -96,17 +102,21 @@ def check_media_file(path: str | os.PathLike[str]) -> Path:
     """Check that ``path`` is an existing, readable, non-empty regular file and return it as a Path.
 
     Raises:
-        MediaError: the path does not exist, is a directory (or not a regular file), cannot be read, or
-            is empty. The message names the file.
+        MediaError: the path does not exist (or is a broken symbolic link, or a symlink loop), is a
+            directory (or not a regular file), cannot be read, or is empty. The message names the file.
     """
     p = Path(path)
     try:
         st = p.stat()
     except FileNotFoundError:
+        if p.is_symlink():
+            raise MediaError(f"{p}: broken symbolic link (its target does not exist)") from None
         raise MediaError(f"{p}: file does not exist") from None
     except PermissionError as exc:
         raise MediaError(f"{p}: cannot be read (permission denied)") from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MediaError(f"{p}: symlink loop (following its symbolic links never reaches a file)") from None
         raise MediaError(f"{p}: cannot be accessed ({exc.strerror or exc})") from exc
     if p.is_dir():
         raise MediaError(f"{p}: is a directory, not a media file")
@@ -128,11 +138,16 @@ def read_head(p: Path, n: int = _HEAD_BYTES) -> bytes:
         raise MediaError(f"{p}: cannot be read ({exc.strerror or exc})") from exc
 
 
-def open_av_container(path: str | os.PathLike[str]) -> av.container.InputContainer:
+def open_av_container(
+    path: str | os.PathLike[str], *, max_frame_pixels: int | None = None
+) -> av.container.InputContainer:
     """Open ``path`` with PyAV, restricted to local files and the demuxers cevit accepts.
 
     The caller closes the container (use it as a context manager). Only checks that FFmpeg can read the
     container header; it does not require a video stream (see :func:`sniff_media_type`).
+    ``max_frame_pixels`` is passed to FFmpeg as ``max_pixels``, so that the frames it decodes while probing
+    the streams cannot be larger (the stream's declared size is still read from the header; callers
+    check it themselves).
 
     Raises:
         MediaError: the file is missing, unreadable or empty, or looks like a supported video container
@@ -143,13 +158,11 @@ def open_av_container(path: str | os.PathLike[str]) -> av.container.InputContain
 
     p = check_media_file(path)
     url = "file:" + os.fspath(p.absolute())
+    options = {"protocol_whitelist": "file", "format_whitelist": _FORMAT_WHITELIST}
+    if max_frame_pixels is not None:
+        options["max_pixels"] = str(int(max_frame_pixels))
     try:
-        return av.open(
-            url,
-            mode="r",
-            options={"protocol_whitelist": "file", "format_whitelist": _FORMAT_WHITELIST},
-            metadata_errors="replace",
-        )
+        return av.open(url, mode="r", options=options, metadata_errors="replace")
     except PermissionError as exc:
         raise MediaError(f"{p}: cannot be read (permission denied)") from exc
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -183,9 +196,7 @@ def _video_streams(container: av.container.InputContainer) -> list[av.video.stre
     return streams
 
 
-def select_video_stream(
-    container: av.container.InputContainer, p: Path
-) -> av.video.stream.VideoStream:
+def select_video_stream(container: av.container.InputContainer, p: Path) -> av.video.stream.VideoStream:
     """Return the video stream to read from ``container`` or raise UnsupportedMediaError.
 
     The container must be one of the accepted video demuxers and hold a video stream that is not cover
@@ -227,6 +238,6 @@ def sniff_media_type(path: str | os.PathLike[str]) -> MediaType:
     head = read_head(p)
     if sniff_image_format(head) is not None:
         return "image"
-    with open_av_container(p) as container:
+    with open_av_container(p, max_frame_pixels=DEFAULT_MAX_FRAME_PIXELS) as container:
         select_video_stream(container, p)
     return "video"

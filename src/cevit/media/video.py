@@ -51,10 +51,23 @@ Missing metadata
     decoded) to get the exact packet count and the last timestamp. ``VideoInfo.frame_count`` is otherwise
     the container's count or ``round(duration * fps)`` when it has none.
 
+Frame size limit
+    ``max_frame_pixels`` (default :data:`DEFAULT_MAX_FRAME_PIXELS`, 40 megapixels: 8K UHD, 7680x4320 = 33.2
+    MP, passes) bounds the pixels per frame. It is checked against the stream header when the file is
+    opened, before any frame is decoded, and again on every decoded frame before it is converted to RGB (a
+    stream may change resolution); a larger video raises :class:`~cevit.errors.MediaTooLargeError` naming
+    the file, its frame size and the limit. (One 8192x8192 frame is 201 MB as RGB: without the limit, a
+    199 KB file could make the pipeline hold gigabytes.)
+
 Damaged files
     A decoding error in one packet skips that packet; a read error ends the video early (the frames read
-    so far are kept, with a warning); a file in which no frame decodes at all raises
-    :class:`~cevit.errors.MediaError` ("no decodable frames"). A truncated MP4 whose index (``moov``) is
+    so far are kept); a file in which no frame decodes at all raises :class:`~cevit.errors.MediaError`
+    ("no decodable frames"). Damage is logged at INFO level only: callers learn about it from
+    :attr:`DecodeStats.frames_failed` (the pipeline puts it into the report), not from log records. It counts
+    the sampled frames lost that way: the targets for which no frame of their own could be decoded (when
+    every frame is wanted, the frames the container lists but that did not decode), counted only when
+    the file showed damage (decode or read errors, or its frames end well before the duration its header
+    states, as in a cut file) or the time budget ran out. A truncated MP4 whose index (``moov``) is
     lost cannot be opened and raises MediaError naming the file. ``max_decode_seconds`` bounds the
     wall-clock decoding time: when exceeded, sampling stops with a warning (or raises MediaError when no
     frame was produced yet).
@@ -97,12 +110,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cevit.errors import MediaError, UnsupportedMediaError
+from cevit.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
 from cevit.media.probe import (
-    read_head,
-    select_video_stream,
+    DEFAULT_MAX_FRAME_PIXELS,
     check_media_file,
     open_av_container,
+    read_head,
+    select_video_stream,
     sniff_image_format,
 )
 
@@ -113,6 +127,7 @@ if TYPE_CHECKING:
     import av.video.stream
 
 __all__ = [
+    "DEFAULT_MAX_FRAME_PIXELS",
     "VideoFrame",
     "VideoInfo",
     "DecodeStats",
@@ -166,7 +181,8 @@ class DecodeStats:
     """Counters filled in by :func:`sample_frames` (pass one in to inspect the work done).
 
     ``strategy`` is ``"all"`` when every frame was yielded, else ``"sequential"``, ``"seek"`` or
-    ``"mixed"`` depending on whether seeks were used for some or all targets.
+    ``"mixed"`` depending on whether seeks were used for some or all targets. ``frames_failed`` is the
+    number of sampled frames that could not be decoded (see "Damaged files" in the module docstring).
     """
 
     packets: int = 0
@@ -176,6 +192,7 @@ class DecodeStats:
     decode_errors: int = 0
     scanned_packets: int = 0
     strategy: str = ""
+    frames_failed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -300,7 +317,7 @@ def _scan_packets(
         except StopIteration:
             break
         except (av.FFmpegError, OSError) as exc:
-            logger.warning("%s: packet scan stopped early (%s)", p, exc)
+            logger.info("%s: packet scan stopped early (%s)", p, exc)
             break
         ts = packet.pts if packet.pts is not None else packet.dts
         if packet.size == 0 or ts is None:
@@ -369,13 +386,27 @@ def _gather_facts(
     return facts, scanned
 
 
-def _open(p: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def _check_frame_pixels(width: int, height: int, p: Path, max_frame_pixels: int | None) -> None:
+    """Refuse frames of more than ``max_frame_pixels`` pixels (None: no limit)."""
+    if max_frame_pixels is not None and width * height > max_frame_pixels:
+        raise MediaTooLargeError(
+            f"{p}: video frames are {width}x{height} ({width * height} pixels), above the limit of "
+            f"{max_frame_pixels} pixels per frame (max_frame_pixels)"
+        )
+
+
+def _open(
+    p: Path, max_frame_pixels: int | None = None
+) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     image_format = sniff_image_format(read_head(check_media_file(p)))
     if image_format is not None:
         raise UnsupportedMediaError(f"{p}: is an image ({image_format}), not a video")
-    container = open_av_container(p)
+    container = open_av_container(p, max_frame_pixels=max_frame_pixels)
     try:
         stream = select_video_stream(container, p)
+        codec_context = stream.codec_context
+        if codec_context is not None:  # the frame size the stream header declares, before any decoding
+            _check_frame_pixels(int(codec_context.width or 0), int(codec_context.height or 0), p, max_frame_pixels)
         stream.thread_type = "AUTO"
     except BaseException:
         container.close()
@@ -397,15 +428,15 @@ class _Sampler:
         num_frames: int,
         max_decode_seconds: float | None,
         stats: DecodeStats,
+        max_frame_pixels: int | None = None,
     ) -> None:
         self.p = p
         self.num_frames = num_frames
         self.stats = stats
-        self.deadline = (
-            None if max_decode_seconds is None else time.monotonic() + max_decode_seconds
-        )
+        self.max_frame_pixels = max_frame_pixels
+        self.deadline = None if max_decode_seconds is None else time.monotonic() + max_decode_seconds
         self.max_decode_seconds = max_decode_seconds
-        self.container, self.stream = _open(p)
+        self.container, self.stream = _open(p, max_frame_pixels)
         try:
             self.facts, scanned = _gather_facts(
                 self.container,
@@ -417,7 +448,7 @@ class _Sampler:
             )
             if scanned:  # rewind by reopening: cheaper to reason about than seeking to 0
                 self.container.close()
-                self.container, self.stream = _open(p)
+                self.container, self.stream = _open(p, max_frame_pixels)
         except BaseException:
             self.container.close()
             raise
@@ -437,11 +468,22 @@ class _Sampler:
         self.skip_enabled = False
         self._skipping = False
         self.select_times: list[float] = []
+        self.read_error = False  # a damaged part of the file ended reading early
+        self.latest_time: float | None = None  # the latest frame time decoded
+        self.expected = num_frames  # frames the sampling should yield (fewer only when frames fail)
+        self.missed = 0  # targets for which no frame of their own was decoded
 
     # -- decoding ----------------------------------------------------------------------------------
 
     def close(self) -> None:
         self.container.close()
+
+    def _ended_early(self) -> bool:
+        """Whether decoding reached the end of the file well before the duration the header states (a cut file)."""
+        duration = self.facts.duration
+        if not self.eof or duration is None or self.latest_time is None:
+            return False
+        return self.latest_time < duration - max(3 * self.frame_dur, 0.05 * duration)
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -499,8 +541,9 @@ class _Sampler:
             except StopIteration:
                 break
             except (av.FFmpegError, OSError) as exc:
-                logger.warning("%s: stopped reading at a damaged part of the file (%s)", self.p, exc)
+                logger.info("%s: stopped reading at a damaged part of the file (%s)", self.p, exc)
                 flush_needed = True
+                self.read_error = True
                 break
             if counter is None and anchor is not None:
                 anchor.locate(packet)
@@ -516,7 +559,8 @@ class _Sampler:
                 self.stats.decode_errors += 1
                 consecutive_errors += 1
                 if consecutive_errors >= _MAX_CONSECUTIVE_ERRORS:
-                    logger.warning(
+                    self.read_error = True
+                    logger.info(
                         "%s: giving up after %d packets in a row failed to decode (%s)",
                         self.p,
                         consecutive_errors,
@@ -550,6 +594,7 @@ class _Sampler:
         self.stats.decoded_frames += 1
         self.any_decoded = True
         t = self._frame_time(frame, previous_time)
+        self.latest_time = t if self.latest_time is None else max(self.latest_time, t)
         if frame.key_frame:
             if self.last_keyframe_time is not None and t > self.last_keyframe_time:
                 interval = t - self.last_keyframe_time
@@ -675,6 +720,7 @@ class _Sampler:
 
     def _emit(self, decoded: _Decoded) -> VideoFrame:
         frame = decoded.frame
+        _check_frame_pixels(frame.width, frame.height, self.p, self.max_frame_pixels)
         try:
             image = frame.to_ndarray(format="rgb24")
         except (ValueError, MemoryError) as exc:  # pragma: no cover - exotic pixel formats
@@ -698,17 +744,22 @@ class _Sampler:
             )
             if yielded == 0:
                 raise MediaError(message) from None
+            self.stats.frames_failed = max(0, self.expected - yielded)
             logger.warning("%s; returning the frames sampled so far", message)
             return
         if not self.any_decoded:
             raise MediaError(f"{self.p}: no decodable frames (the video stream could not be decoded)")
+        if self.read_error or self.stats.decode_errors or self._ended_early():  # damaged: frames were lost
+            if self.stats.strategy == "all":
+                self.stats.frames_failed = max(0, self.expected - yielded)
+            else:
+                self.stats.frames_failed = self.missed
 
     def _run(self) -> Iterator[VideoFrame]:
         facts = self.facts
-        if facts.frame_count is not None and facts.frame_count_exact and (
-            facts.frame_count <= self.num_frames
-        ):
+        if facts.frame_count is not None and facts.frame_count_exact and (facts.frame_count <= self.num_frames):
             self.stats.strategy = "all"
+            self.expected = facts.frame_count
             last_time: float | None = None
             while (decoded := self._next()) is not None:
                 if last_time is not None and decoded.time <= last_time:
@@ -721,7 +772,7 @@ class _Sampler:
         self.select_times = sorted(seek_time for seek_time, _ in targets)
         self.skip_enabled = True
         last_time = None
-        for seek_time, target in targets:
+        for target_number, (seek_time, target) in enumerate(targets):
             if self.cur is not None and self.cur.time >= target:
                 pass
             elif self._should_seek(seek_time):
@@ -733,15 +784,13 @@ class _Sampler:
                 if self._next() is None:
                     break
             if self.cur is None:
+                self.missed += len(targets) - target_number
                 break  # nothing decodable left
             chosen = self.cur
-            if (
-                self.prev is not None
-                and self.cur.time >= target
-                and target - self.prev.time <= self.cur.time - target
-            ):
+            if self.prev is not None and self.cur.time >= target and target - self.prev.time <= self.cur.time - target:
                 chosen = self.prev
             if last_time is not None and chosen.time <= last_time:
+                self.missed += 1  # its nearest decodable frame was already taken for the previous target
                 continue
             last_time = chosen.time
             yield self._emit(chosen)
@@ -822,23 +871,28 @@ class _PositionCounter:
 # public functions
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+def probe_video(path: str | os.PathLike[str], *, max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS) -> VideoInfo:
     """Read a video's stream facts; decodes only the first frame (for the rotation and frame size).
+
+    ``max_frame_pixels`` (None: no limit) refuses videos with larger frames, from the stream header before
+    decoding anything and again on the first decoded frame.
 
     Raises:
         MediaError: missing/unreadable/empty file, an unreadable container (e.g. truncated MP4), or no
             decodable frames.
+        MediaTooLargeError: frames of more than ``max_frame_pixels`` pixels.
         UnsupportedMediaError: not a supported video (an image, audio only, unknown content).
     """
     import av
 
+    _check_limit(max_frame_pixels)
     p = check_media_file(path)
-    container, stream = _open(p)
+    container, stream = _open(p, max_frame_pixels)
     try:
         facts, scanned = _gather_facts(container, stream, p, scan_if_at_most=0, stats=None)
         if scanned:
             container.close()
-            container, stream = _open(p)
+            container, stream = _open(p, max_frame_pixels)
         first = None
         consecutive_errors = 0
         for packet in _safe_demux(container, stream, p):
@@ -854,6 +908,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                 break
         if first is None:
             raise MediaError(f"{p}: no decodable frames (the video stream could not be decoded)")
+        _check_frame_pixels(first.width, first.height, p, max_frame_pixels)
         rotation = _frame_rotation_cw(first, _legacy_rotate_tag(stream))
         width, height = first.width, first.height
         if rotation in (90, 270):
@@ -871,6 +926,11 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         container.close()
 
 
+def _check_limit(max_frame_pixels: int | None) -> None:
+    if max_frame_pixels is not None and max_frame_pixels <= 0:
+        raise ValueError(f"max_frame_pixels must be positive, got {max_frame_pixels}")
+
+
 def _safe_demux(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, p: Path
 ) -> Iterator[av.packet.Packet]:
@@ -883,7 +943,7 @@ def _safe_demux(
         except StopIteration:
             return
         except (av.FFmpegError, OSError) as exc:
-            logger.warning("%s: stopped reading at a damaged part of the file (%s)", p, exc)
+            logger.info("%s: stopped reading at a damaged part of the file (%s)", p, exc)
             return
 
 
@@ -893,6 +953,7 @@ def sample_frames(
     num_frames: int = 30,
     max_decode_seconds: float | None = None,
     stats: DecodeStats | None = None,
+    max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
 ) -> Iterator[VideoFrame]:
     """Yield up to ``num_frames`` frames evenly spaced in time over the whole video, one at a time.
 
@@ -904,37 +965,52 @@ def sample_frames(
         num_frames: how many frames to sample (at least 1); videos with at most this many frames yield
             all of them.
         max_decode_seconds: wall-clock budget for decoding; None for no limit.
-        stats: optional :class:`DecodeStats` that is filled in while sampling.
+        stats: optional :class:`DecodeStats` that is filled in while sampling (``frames_failed``: sampled
+            frames that could not be decoded).
+        max_frame_pixels: refuse frames of more than this many pixels (width x height), from the stream
+            header before decoding; None for no limit.
 
     Raises:
-        ValueError: ``num_frames < 1`` or a non-positive ``max_decode_seconds`` (raised at call time).
+        ValueError: ``num_frames < 1``, a non-positive ``max_decode_seconds`` or ``max_frame_pixels``
+            (raised at call time).
         MediaError: unreadable or damaged file, no decodable frames, or the time budget ran out before
             any frame was produced.
+        MediaTooLargeError: frames of more than ``max_frame_pixels`` pixels.
         UnsupportedMediaError: not a supported video.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     if max_decode_seconds is not None and not max_decode_seconds > 0:
         raise ValueError(f"max_decode_seconds must be positive, got {max_decode_seconds}")
+    _check_limit(max_frame_pixels)
     return _sample(
         Path(path),
         num_frames=num_frames,
         max_decode_seconds=max_decode_seconds,
         stats=stats if stats is not None else DecodeStats(),
+        max_frame_pixels=max_frame_pixels,
     )
 
 
 def _sample(
-    p: Path, *, num_frames: int, max_decode_seconds: float | None, stats: DecodeStats
+    p: Path,
+    *,
+    num_frames: int,
+    max_decode_seconds: float | None,
+    stats: DecodeStats,
+    max_frame_pixels: int | None,
 ) -> Iterator[VideoFrame]:
     try:
         sampler = _Sampler(
-            p, num_frames=num_frames, max_decode_seconds=max_decode_seconds, stats=stats
+            p,
+            num_frames=num_frames,
+            max_decode_seconds=max_decode_seconds,
+            stats=stats,
+            max_frame_pixels=max_frame_pixels,
         )
     except _DecodeTimeout:
         raise MediaError(
-            f"{p}: reading the video exceeded max_decode_seconds={max_decode_seconds} before any "
-            "frame was decoded"
+            f"{p}: reading the video exceeded max_decode_seconds={max_decode_seconds} before any frame was decoded"
         ) from None
     try:
         yield from sampler.run()
