@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if 0 < n_fake < len(ys):
             auc, ci = roc_auc(ys, ss), bootstrap_ci(ys, ss, n_boot=1000, seed=0)
         tm = threshold_metrics(ys, ss, args.threshold)
-        fmt = (lambda v: "n/a" if math.isnan(v) else f"{v:.2f}")  # noqa: E731
+        fmt = lambda v: "n/a" if math.isnan(v) else f"{v:.2f}"  # noqa: E731
         print(f"| {name} | {kind} | {len(ys) - n_fake} / {n_fake} | {'n/a' if math.isnan(auc) else f'{auc:.3f}'} | "
               f"[{fmt(ci[0])}, {fmt(ci[1])}] | {tm['accuracy']:.3f} | {tm['f1']:.3f} |")  # fmt: skip
 

@@ -91,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("index", type=Path, help="index.csv written by cevit extract-faces for the pack")
     parser.add_argument("manifest", type=Path, help="the pack's MANIFEST.tsv")
-    parser.add_argument("--output", "-o", type=Path, required=True, help="the rewritten index (crop paths stay valid "
-                        "when it sits in the same folder as the input index)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        required=True,
+        help="the rewritten index (crop paths stay valid when it sits in the same folder as the input index)",
+    )
     args = parser.parse_args(argv)
     if args.output.resolve().parent != args.index.resolve().parent:
         parser.error("--output must be in the same folder as the input index (crop paths are relative to it)")

@@ -97,9 +97,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str | None = Non
             f"{_where(source, prefix.rstrip('.') or cls.__name__)}: unknown key(s) "
             f"{', '.join(repr(prefix + k) for k in unknown)}; valid keys: {', '.join(sorted(fields))}"
         )
-    kwargs = {
-        name: _convert(hints[name], value, key=prefix + name, source=source) for name, value in data.items()
-    }
+    kwargs = {name: _convert(hints[name], value, key=prefix + name, source=source) for name, value in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as exc:

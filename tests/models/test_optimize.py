@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cevit.models import create_model
+from cevit.models import DEFAULT_PRESET, create_model, list_presets
 from cevit.models.optimize import InferenceModel, optimize_for_inference
 
 
@@ -20,15 +20,20 @@ def _perturbed(preset: str, **overrides):
     return model
 
 
-@pytest.mark.parametrize("preset", ["CROSS-EFFICIENT-VIT-V1", "coccomini2022"])
+#: Reduced size for the fast loop (the folding and channels-last paths are the same at any size).
+SMALL = dict(image_size=96, depth=1, sm_dim=32, lg_dim=32, sm_enc_depth=1, lg_enc_depth=1, cross_attn_depth=1)
+
+
+@pytest.mark.parametrize("size", ["small", pytest.param("full", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("preset", list_presets())
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_optimised_model_is_numerically_equivalent(preset, channels_last):
-    model = _perturbed(preset)
+def test_optimised_model_is_numerically_equivalent(preset, channels_last, size):
+    model = _perturbed(preset, **(SMALL if size == "small" else {}))
     fast = optimize_for_inference(model, channels_last=channels_last, cpu_micro_batch=2)
     assert isinstance(fast, InferenceModel)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     s = model.config.image_size
-    x = torch.randn(3, 3, s, s) * (255 if preset == "coccomini2022" else 1)
+    x = torch.randn(3, 3, s, s) * (255 if model.preprocessing.value_scale == 1.0 else 1)  # raw 0-255 contract
     with torch.inference_mode():
         ref = model(x)
         out = fast(x)
@@ -39,7 +44,7 @@ def test_optimised_model_is_numerically_equivalent(preset, channels_last):
 
 
 def test_micro_batching_matches_one_batch():
-    model = _perturbed("CROSS-EFFICIENT-VIT-V1", image_size=96, depth=1)
+    model = _perturbed(DEFAULT_PRESET, image_size=96, depth=1)
     x = torch.randn(5, 3, 96, 96)
     with torch.inference_mode():
         whole = optimize_for_inference(model, cpu_micro_batch=0)(x)

@@ -100,8 +100,12 @@ def test_hflip_moves_box_and_swaps_landmarks() -> None:
     assert np.array_equal(back, img) and np.allclose(box2, BOX) and np.allclose(lm2, LMS)
 
 
-@pytest.mark.parametrize("shift, scale, angle", [((0.0, 0.0), 1.0, 30.0), ((0.1, -0.05), 1.2, -15.0), ((0.0, 0.1), 0.8, 0.0)])
-def test_shift_scale_rotate_moves_landmarks_with_the_pixels(shift: tuple[float, float], scale: float, angle: float) -> None:
+@pytest.mark.parametrize(
+    "shift, scale, angle", [((0.0, 0.0), 1.0, 30.0), ((0.1, -0.05), 1.2, -15.0), ((0.0, 0.1), 0.8, 0.0)]
+)
+def test_shift_scale_rotate_moves_landmarks_with_the_pixels(
+    shift: tuple[float, float], scale: float, angle: float
+) -> None:
     for k in (0, 1, 3):  # a dot drawn at a landmark ends up at the mapped landmark
         img = dot_image(*LMS[k])
         out, box, lm = shift_scale_rotate(img, BOX, LMS, shift=shift, scale=scale, angle=angle)

@@ -217,7 +217,9 @@ def test_epoch_batch_sampler_order_and_resume() -> None:
 
 def test_prepare_data_counts_and_modes(tmp_path: Path) -> None:
     index = str(write_index(tmp_path / "d", groups=6, frames=2, split=lambda g: "val" if g < 2 else ""))
-    labelled = prepare_data(DataSection(indexes=(index,), val_fraction=0.0), spec=SPEC, augment=None, seed=0, batch_size=4)
+    labelled = prepare_data(
+        DataSection(indexes=(index,), val_fraction=0.0), spec=SPEC, augment=None, seed=0, batch_size=4
+    )
     assert labelled.n_train_real == labelled.n_train_fake == 8 and labelled.items_per_batch == 4
     assert labelled.val is not None and labelled.n_val_real == labelled.n_val_fake == 4 and labelled.n_val_groups == 4
     assert len(labelled.indexes[0]["sha256"]) == 64

@@ -127,7 +127,9 @@ def test_cli_sbi_preview_from_index_and_images(tmp_path, face_rgb, capsys):
     grid = cv2.imread(str(png))
     assert grid is not None and grid.shape[0] > grid.shape[1] / 3  # two rows of three cells
     png2 = tmp_path / "grid2.png"
-    assert main(["sbi-preview", str(root / "fake" / "methodA" / "x_0001.jpg"), "--output", str(png2), "--count", "1"]) == 0
+    assert (
+        main(["sbi-preview", str(root / "fake" / "methodA" / "x_0001.jpg"), "--output", str(png2), "--count", "1"]) == 0
+    )
     h, w = cv2.imread(str(png2)).shape[:2]
     assert w == 3 * h + 6  # one row: real | fake | mask, square cells, two 3-px separators
     code = main(["sbi-preview", str(tmp_path / "nothing.csv"), "--output", str(png)])

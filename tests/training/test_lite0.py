@@ -10,7 +10,7 @@ import torch
 
 from cevit.errors import ModelError
 from cevit.models import create_model
-from cevit.training.lite0 import SE_EXPAND_BIAS, init_backbones_from_lite0, load_lite0_state_dict, lite0_weights_path
+from cevit.training.lite0 import SE_EXPAND_BIAS, init_backbones_from_lite0, lite0_weights_path, load_lite0_state_dict
 
 TINY = dict(image_size=64, depth=1, sm_enc_depth=1, lg_enc_depth=1, cross_attn_depth=1)
 

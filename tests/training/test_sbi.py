@@ -32,8 +32,13 @@ def synthetic_face(size: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     for x, y in lm[:2]:
         cv2.circle(img, (int(round(x)), int(round(y))), r, (40, 30, 25), thickness=-1)
     cv2.circle(img, tuple(int(round(v)) for v in lm[2]), r, (170, 120, 100), thickness=-1)
-    cv2.line(img, tuple(int(round(v)) for v in lm[3]), tuple(int(round(v)) for v in lm[4]), (120, 40, 50),
-             thickness=max(1, int(round(5 * s))))
+    cv2.line(
+        img,
+        tuple(int(round(v)) for v in lm[3]),
+        tuple(int(round(v)) for v in lm[4]),
+        (120, 40, 50),
+        thickness=max(1, int(round(5 * s))),
+    )
     return img, lm
 
 
@@ -163,8 +168,13 @@ def test_blend_ratios_from_allowed_set() -> None:
 def test_config_blend_ratio_and_no_augmentation() -> None:
     # no augmentation, no warp, no deformation: source == target, so the fake equals the image
     cfg = SBIConfig(
-        rgb_shift_prob=0.0, hsv_prob=0.0, brightness_contrast_prob=0.0, frequency_prob=0.0,
-        translate_limit=0.0, scale_range=(1.0, 1.0), blend_ratios=(0.5,),
+        rgb_shift_prob=0.0,
+        hsv_prob=0.0,
+        brightness_contrast_prob=0.0,
+        frequency_prob=0.0,
+        translate_limit=0.0,
+        scale_range=(1.0, 1.0),
+        blend_ratios=(0.5,),
     )
     image, lm = synthetic_face(128)
     result = self_blend(image, lm, rng=np.random.default_rng(0), config=cfg)

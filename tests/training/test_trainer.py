@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from cevit.checkpoint import file_sha256, load_checkpoint
+from cevit.checkpoint import file_sha256, load_checkpoint, portable_paths
 from cevit.config import from_dict, to_dict
 from cevit.errors import CheckpointError, ConfigError
 from cevit.training.config import ScheduleSection, TrainConfig, load_train_config
 from cevit.training.data import INDEX_COLUMNS
-from cevit.training.trainer import LOG_FIELDS, TrainResult, lr_factor, train
+from cevit.training.trainer import LOG_FIELDS, Trainer, TrainResult, _build_optimizer, lr_factor, train
 
 TINY = dict(image_size=64, depth=1, sm_enc_depth=1, lg_enc_depth=1, cross_attn_depth=1, sm_enc_heads=2,
             lg_enc_heads=2, cross_attn_heads=2, sm_enc_dim_head=16, lg_enc_dim_head=16, cross_attn_dim_head=16,
@@ -73,7 +73,9 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_config(index: Path, out: Path, *, mode: str = "labelled", data: dict | None = None, **train_kw: Any) -> TrainConfig:
+def make_config(
+    index: Path, out: Path, *, mode: str = "labelled", data: dict | None = None, **train_kw: Any
+) -> TrainConfig:
     train_section = {"epochs": 2, "batch_size": 4, "ema_decay": 0.9, "log_every_steps": 1, "seed": 0, **train_kw}
     return from_dict(TrainConfig, {
         "model": {"overrides": TINY},
@@ -142,7 +144,9 @@ def test_resume_gives_the_same_weights_and_optimizer(index: Path, tmp_path: Path
 @pytest.mark.timeout(300)  # a DataLoader worker deadlock must fail, not hang
 def test_same_seed_same_weights_other_seed_other_weights(index: Path, tmp_path: Path) -> None:
     def weights(name: str, seed: int, workers: int = 0) -> dict[str, torch.Tensor]:
-        config = make_config(index, tmp_path / name, data={"num_workers": workers}, max_steps=2, seed=seed, ema_decay=0.0)
+        config = make_config(
+            index, tmp_path / name, data={"num_workers": workers}, max_steps=2, seed=seed, ema_decay=0.0
+        )
         train(config, progress=False)
         return state(tmp_path / name)["model"]
 
@@ -168,10 +172,13 @@ def test_full_epoch_outputs_and_provenance(index: Path, tmp_path: Path) -> None:
     for name in ("best.safetensors", "last.safetensors"):
         model = load_checkpoint(out / name)
         prov = model.checkpoint_info.provenance
-        assert prov["data"]["indexes"] == [{"path": str(index.resolve()), "sha256": file_sha256(index)}]
+        # checkpoints store absolute paths portably (cevit.checkpoint.portable_paths); train_state.pt keeps them
+        assert prov["data"]["indexes"] == portable_paths([{"path": str(index.resolve()), "sha256": file_sha256(index)}])
         assert prov["metrics"]["val_auc_frame"] == pytest.approx(result.final_metrics["val_auc_frame"])
-        assert prov["epoch"] == 1 and prov["steps"] == 5 and prov["device"] == "cpu" and prov["init"]["method"] == "random"
-        assert prov["config"] == to_dict(config) and "git_commit" in prov and prov["weights"] == "ema"
+        assert (
+            prov["epoch"] == 1 and prov["steps"] == 5 and prov["device"] == "cpu" and prov["init"]["method"] == "random"
+        )
+        assert prov["config"] == portable_paths(to_dict(config)) and "git_commit" in prov and prov["weights"] == "ema"
         assert model.config.image_size == 64
     # the saved weights are the EMA weights
     st = state(out)
@@ -290,8 +297,8 @@ def test_init_checkpoint_path_is_relative_to_the_yaml(tmp_path: Path) -> None:
 
 
 def test_index_repeats_weight_training_rows_only(index: Path, tmp_path: Path) -> None:
-    from cevit.training.data import prepare_data
     from cevit.preprocess import Preprocessing
+    from cevit.training.data import prepare_data
 
     config = make_config(index, tmp_path / "r", data={"val_fraction": 0.1})
     spec = Preprocessing(input_size=64)
@@ -318,3 +325,65 @@ def test_per_source_auc_separates_labelled_sources_from_sbi() -> None:
     assert out["sbi"] == 1.0 and "lfw" not in out  # a real-only source has no AUC of its own
     flipped = per_source_auc(1 - scores, labels, sources)
     assert flipped["cip"] == 0.0 and flipped["sbi"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the Trainer class and the optimiser's weight-decay groups
+
+
+def test_trainer_pieces_and_keyword_only_constructor(index: Path, tmp_path: Path) -> None:
+    config = make_config(index, tmp_path / "t", mode="mixed", max_steps=2)
+    with pytest.raises(TypeError):
+        Trainer(config)  # type: ignore[misc]
+    trainer = Trainer(config=config, progress=False)
+    assert trainer.steps_per_epoch == len(trainer.data.train) // 4 == 7  # 20 labelled + 10 self-blended items
+    assert trainer.loop.global_step == 0 and trainer.ema is not None and trainer.eval_model is trainer.ema.module
+    result = trainer.fit()
+    assert result.global_step == trainer.loop.global_step == 2 and not result.finished
+    saved = state(tmp_path / "t")
+    assert set(saved) == set(trainer.state_dict())
+    # mixed mode: a labelled source and the self-blended pseudo-fakes, each with its AUC; selection on their mean
+    metrics = trainer.validate()
+    sources = {k for k in metrics if k.startswith("val_auc_")} - {
+        "val_auc_frame",
+        "val_auc_group",
+        "val_auc_mean_source",
+    }
+    assert len(sources) == 2 and "val_auc_sbi" in sources
+    assert metrics["val_metric"] == metrics["val_auc_mean_source"]
+    # one more step by hand continues the counters exactly like the loop does
+    x = torch.zeros(4, 3, 64, 64)
+    loss = trainer.step(x, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert math.isfinite(loss) and trainer.loop.global_step == 3 and trainer.loop.step_in_epoch == 3
+
+
+def _reference_groups(model: torch.nn.Module, no_decay_bias_norm: bool) -> tuple[list[str], list[str]]:
+    """The rule the trainer used before ``no_weight_decay()`` moved onto the model (names hard-coded)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if no_decay_bias_norm and (p.ndim <= 1 or name.endswith(("pos_embedding", "cls_token"))):
+            no_decay.append(name)
+        else:
+            decay.append(name)
+    return decay, no_decay
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+@pytest.mark.parametrize("no_decay_bias_norm", [True, False])
+def test_optimizer_groups_come_from_the_model_and_match_the_old_rule(name: str, no_decay_bias_norm: bool) -> None:
+    from cevit.models import DEFAULT_PRESET, create_model
+    from cevit.training.config import OptimSection
+
+    model = create_model(DEFAULT_PRESET, **TINY)
+    assert model.no_weight_decay() == {
+        f"{b}_image_embedder.{p}" for b in ("sm", "lg") for p in ("pos_embedding", "cls_token")
+    }
+    assert model.no_weight_decay() <= dict(model.named_parameters()).keys()
+    cfg = OptimSection(name=name, weight_decay=0.05, no_decay_bias_norm=no_decay_bias_norm)
+    optimizer = _build_optimizer(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [([names[id(p)] for p in g["params"]], g["weight_decay"]) for g in optimizer.param_groups]
+    decay, no_decay = _reference_groups(model, no_decay_bias_norm)
+    expected = [(decay, 0.05)] + ([(no_decay, 0.0)] if no_decay else [])
+    assert groups == expected  # same groups, same parameter order (the optimiser state's indices depend on it)
+    assert isinstance(optimizer, torch.optim.SGD if name == "sgd" else torch.optim.AdamW)

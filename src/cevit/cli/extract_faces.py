@@ -24,8 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-size", type=int, default=320, help="maximum side of a saved crop in px (default: 320)")
     p.add_argument("--format", dest="crop_format", default="png", choices=("png", "jpg"))
     p.add_argument("--max-faces", type=int, default=0, help="keep at most N faces per frame (0 = all)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="only the first N items of the dataset, in its sorted order (a reproducible subset)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N items of the dataset, in its sorted order (a reproducible subset)",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=run)
 

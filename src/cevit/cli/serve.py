@@ -34,7 +34,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="inference threads (default: 1)")
     p.add_argument("--queue-size", type=int, default=8,
                    help="requests admitted beyond the busy workers; more get 503 (default: 8)")  # fmt: skip
-    p.add_argument("--max-upload-mb", type=float, default=200, help="upload size limit in MB of 2^20 bytes (default: 200)")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=200, help="upload size limit in MB of 2^20 bytes (default: 200)"
+    )
     p.add_argument("--api-key", default=os.environ.get("CEVIT_API_KEY") or None,
                    help="require this key in the X-API-Key header (default: $CEVIT_API_KEY; none)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")

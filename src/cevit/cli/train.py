@@ -14,7 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Writes best.safetensors, last.safetensors, train_state.pt, log.csv and curves.png to the output folder.",
     )
     p.add_argument("--config", required=True, metavar="FILE", help="training config (YAML)")
-    p.add_argument("--resume", action="store_true", help="continue the run in the output folder exactly where it stopped")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in the output folder exactly where it stopped"
+    )
     p.add_argument("--output-dir", metavar="DIR", help="override output_dir of the config")
     p.add_argument("--device", metavar="DEV", help="override train.device: auto, cpu, cuda or cuda:N")
     p.add_argument("--max-steps", type=int, metavar="N", help="override train.max_steps (stop after N steps in total)")

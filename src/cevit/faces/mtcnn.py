@@ -459,8 +459,7 @@ class MTCNN:
             for k, v in sub.items():
                 if tuple(v.shape) != tuple(expected[k].shape):
                     raise CheckpointError(
-                        f"{name}: tensor {prefix + k} has shape {tuple(v.shape)}, "
-                        f"expected {tuple(expected[k].shape)}"
+                        f"{name}: tensor {prefix + k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
                     )
             net.load_state_dict({k: v.to(torch.float32) for k, v in sub.items()}, strict=True)
         logger.debug("loaded MTCNN weights from %s", name)

@@ -304,6 +304,18 @@ class CrossEfficientViT(nn.Module):
             }
         return out
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that get no weight decay: the position embeddings and CLS tokens (as in timm).
+
+        Biases and normalisation weights (every 0-/1-D parameter) are left out of weight decay by the optimiser's
+        own rule (``optim.no_decay_bias_norm`` in training), so they are not listed here.
+        """
+        names: set[str] = set()
+        for prefix, module in self.named_modules():
+            if isinstance(module, ImageEmbedder):
+                names.update(f"{prefix}.{name}" for name in ("pos_embedding", "cls_token"))
+        return names
+
     def _check_input(self, x: torch.Tensor) -> None:
         s = self.config.image_size
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != s or x.shape[3] != s:

@@ -61,7 +61,9 @@ def _as_landmarks(landmarks: np.ndarray | None) -> np.ndarray | None:
 # geometric
 
 
-def hflip(image: np.ndarray, box: Sequence[float], landmarks: np.ndarray | None) -> tuple[np.ndarray, Box, np.ndarray | None]:
+def hflip(
+    image: np.ndarray, box: Sequence[float], landmarks: np.ndarray | None
+) -> tuple[np.ndarray, Box, np.ndarray | None]:
     """Mirror the image left-right; the box and landmarks follow (left and right landmarks are swapped)."""
     w = image.shape[1]
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -133,9 +135,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def color_jitter(
-    image: np.ndarray, *, brightness: float, contrast: float, saturation: float, hue: float
-) -> np.ndarray:
+def color_jitter(image: np.ndarray, *, brightness: float, contrast: float, saturation: float, hue: float) -> np.ndarray:
     """Multiply brightness, scale contrast about the mean grey, blend with grey for saturation (factors of 1 =
     unchanged), then rotate the hue by ``hue`` x 360 degrees."""
     x = image.astype(np.float32) * np.float32(brightness)

@@ -2,7 +2,7 @@
 
 One YAML file describes a whole training run (see ``configs/train_sbi_v1.yaml``)::
 
-    model:    {preset: CROSS-EFFICIENT-VIT-V1, overrides: {}, init: lite0}
+    model:    {preset: cross_efficient_vit_v1, overrides: {}, init: lite0}
     data:     {indexes: [faces/index.csv], mode: sbi, val_fraction: 0.1}
     augment:  {hflip_prob: 0.5, jpeg_prob: 0.3, ...}
     optim:    {name: adamw, lr: 3.0e-4, weight_decay: 0.05}
@@ -135,7 +135,9 @@ class DataSection:
                     f"data.index_max_items: {len(self.index_max_items)} value(s) for {len(self.indexes)} index(es)"
                 )
             if not all(c is None or (isinstance(c, int) and c >= 1) for c in self.index_max_items):
-                raise ConfigError(f"data.index_max_items: expected integers >= 1 or null, got {list(self.index_max_items)}")
+                raise ConfigError(
+                    f"data.index_max_items: expected integers >= 1 or null, got {list(self.index_max_items)}"
+                )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.split_seed < 0:

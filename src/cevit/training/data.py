@@ -141,7 +141,7 @@ def read_index(path: str | Path) -> list[FaceRow]:
         has_lm = all(c in header for c in _LM_COLUMNS)
         for line_no, rec in enumerate(reader, start=2):
             where = f"{path}:{line_no}"
-            get = lambda c: (rec.get(c) or "").strip()  # noqa: E731
+            get = lambda c: (rec.get(c) or "").strip()  # noqa: E731, B023 - called within this iteration only
             if not any(v for v in rec.values() if isinstance(v, str) and v.strip()):
                 continue  # blank line
             crop = get("crop_path")
@@ -168,7 +168,9 @@ def read_index(path: str | Path) -> list[FaceRow]:
                     crop_path=str(crop_path if crop_path.is_absolute() else base / crop_path),
                     source=source,
                     frame_index=_num(get("frame_index") or "0", int, where=where, column="frame_index"),
-                    timestamp=_num(get("timestamp"), float, where=where, column="timestamp") if get("timestamp") else None,
+                    timestamp=_num(get("timestamp"), float, where=where, column="timestamp")
+                    if get("timestamp")
+                    else None,
                     face_index=_num(get("face_index") or "0", int, where=where, column="face_index"),
                     box=box,  # type: ignore[arg-type]
                     landmarks=landmarks,
@@ -243,7 +245,9 @@ def split_rows(rows: Sequence[FaceRow], *, val_fraction: float, seed: int = 0) -
     assert not both, f"group(s) on both sides: {sorted(both)[:5]}"
     leaked = test_groups & ({r.group for r in train} | {r.group for r in val})
     if leaked:
-        logger.warning("split: %d group(s) have both test rows and train/val rows, e.g. %r", len(leaked), sorted(leaked)[0])
+        logger.warning(
+            "split: %d group(s) have both test rows and train/val rows, e.g. %r", len(leaked), sorted(leaked)[0]
+        )
     return train, val
 
 
@@ -344,7 +348,9 @@ class _FaceItems(Dataset):
             if out is not None:
                 return out
             self._bad.add(j)
-        raise CevitError(f"no readable face crop among the {n} items (first: {self.rows[0].crop_path if self.rows else '-'})")
+        raise CevitError(
+            f"no readable face crop among the {n} items (first: {self.rows[0].crop_path if self.rows else '-'})"
+        )
 
     # the per-image pipeline
     def _geometry(self, image: np.ndarray, row: FaceRow, rng: np.random.Generator):  # type: ignore[no-untyped-def]
@@ -354,7 +360,9 @@ class _FaceItems(Dataset):
             return image, row.box, row.landmarks_array
         return augment_geometry(image, row.box, row.landmarks_array, rng=rng, config=self.augment)
 
-    def _finish(self, images: Sequence[np.ndarray], box: Sequence[float], rng: np.random.Generator) -> list[torch.Tensor]:
+    def _finish(
+        self, images: Sequence[np.ndarray], box: Sequence[float], rng: np.random.Generator
+    ) -> list[torch.Tensor]:
         """Photometric augmentation (same parameters for every image) and the contract, per image."""
         from cevit.training.augment import augment_photometric, choose_resize_mode
 
@@ -470,7 +478,9 @@ class SBIFaceDataset(_FaceItems):
         return real, fake, j
 
 
-def collate_sbi_pairs(batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_sbi_pairs(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """k (real, fake, idx) pairs → (images (2k, 3, S, S): reals then fakes, labels (2k,), idx (2k,))."""
     reals = torch.stack([b[0] for b in batch])
     fakes = torch.stack([b[1] for b in batch])
@@ -577,7 +587,7 @@ def file_size_auc(rows: Sequence[FaceRow]) -> dict[str, float]:
     size is that of the saved crop (``extract-faces`` re-encodes every crop the same way, so this measures what
     the model is trained on: resolution and content of the crops, not the original files' JPEG settings).
     """
-    from cevit.evaluation.metrics import roc_auc
+    from cevit.metrics import roc_auc
 
     sizes: dict[str, tuple[list[int], list[int]]] = {}
     for r in rows:
@@ -637,6 +647,7 @@ def prepare_data(data: DataSection, *, spec: Preprocessing, augment: AugmentSect
     indexes = tuple({"path": str(Path(p).resolve()), "sha256": file_sha256(p)} for p in data.indexes)
     train_rows, val_rows = split_rows(rows, val_fraction=data.val_fraction, seed=data.split_seed)
     if data.mode == "sbi":
+
         def keep(r: FaceRow) -> bool:
             return r.label == 0 and r.landmarks is not None
 
@@ -668,7 +679,9 @@ def prepare_data(data: DataSection, *, spec: Preprocessing, augment: AugmentSect
         labels = train.labels
         n_real, n_fake = int((labels == 0).sum()), int((labels == 1).sum())
         if data.mode == "labelled" and n_fake == 0:
-            raise ConfigError(f"{data.indexes[0]}: labelled mode needs fake rows in the training split (or use mode: sbi)")
+            raise ConfigError(
+                f"{data.indexes[0]}: labelled mode needs fake rows in the training split (or use mode: sbi)"
+            )
     if len(train) < items_per_batch:
         raise ConfigError(
             f"{data.indexes[0]}: the training split has {len(train)} items, fewer than one batch "

@@ -94,7 +94,9 @@ def save_face_crop(
         side = max(1, int(round(crop.shape[0] * scale)))
         crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
         scale = side / (y2 - y1)
-    bx = tuple(float(v) for v in ((box[0] - x1) * scale, (box[1] - y1) * scale, (box[2] - x1) * scale, (box[3] - y1) * scale))
+    bx = tuple(
+        float(v) for v in ((box[0] - x1) * scale, (box[1] - y1) * scale, (box[2] - x1) * scale, (box[3] - y1) * scale)
+    )
     lms = [((float(x) - x1) * scale, (float(y) - y1) * scale) for x, y in landmarks]
     return crop, bx, lms  # type: ignore[return-value]
 
@@ -128,7 +130,9 @@ def extract_item(item: MediaItem, out_dir: Path, cfg: ExtractConfig, detector: A
             if cfg.max_faces_per_frame:
                 faces = faces[: cfg.max_faces_per_frame]
             for k, face in enumerate(faces):
-                crop, box, lms = save_face_crop(img, face.box, face.landmarks, margin=cfg.save_margin, max_size=cfg.save_size)
+                crop, box, lms = save_face_crop(
+                    img, face.box, face.landmarks, margin=cfg.save_margin, max_size=cfg.save_size
+                )
                 name = crop_dir / f"f{frame_index:06d}_{k}.{cfg.crop_format}"
                 params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.crop_format == "jpg" else []
                 if not cv2.imwrite(str(out_dir / name), crop[:, :, ::-1], params):

@@ -138,7 +138,9 @@ def _celebdf(root: Path) -> Iterator[MediaItem]:
                             method=method, dataset="celebdf", group=group)  # fmt: skip
 
 
-def discover(root: str | Path, *, layout: str = "auto", label: str | None = None, quality: str = "c23") -> list[MediaItem]:
+def discover(
+    root: str | Path, *, layout: str = "auto", label: str | None = None, quality: str = "c23"
+) -> list[MediaItem]:
     """All media items of the dataset at ``root`` (sorted by relative path)."""
     root = Path(root)
     if not root.is_dir():

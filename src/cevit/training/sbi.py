@@ -162,9 +162,7 @@ class SBIConfig:
             if f.name.endswith("_limit") and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"SBIConfig.{f.name}: expected a non-negative number, got {value!r}")
         if not 0.0 < self.downscale_range[0] <= self.downscale_range[1] <= 1.0:
-            raise ConfigError(
-                f"SBIConfig.downscale_range: expected 0 < lo <= hi <= 1, got {self.downscale_range!r}"
-            )
+            raise ConfigError(f"SBIConfig.downscale_range: expected 0 < lo <= hi <= 1, got {self.downscale_range!r}")
         if not 0.0 < self.scale_range[0]:
             raise ConfigError(f"SBIConfig.scale_range: expected a positive scale, got {self.scale_range!r}")
         if self.elastic_grid < 2:
@@ -202,9 +200,7 @@ def _check_image(image: np.ndarray) -> None:
 def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:
     pts = np.asarray(landmarks, dtype=np.float64)
     if pts.shape != (5, 2) or not np.all(np.isfinite(pts)):
-        raise CevitError(
-            f"self_blend: expected 5 finite (x, y) landmarks of shape (5, 2), got shape {pts.shape}"
-        )
+        raise CevitError(f"self_blend: expected 5 finite (x, y) landmarks of shape (5, 2), got shape {pts.shape}")
     return pts
 
 
@@ -281,9 +277,7 @@ def _warp_source(img: np.ndarray, rng: np.random.Generator, config: SBIConfig) -
     tx = rng.uniform(-config.translate_limit, config.translate_limit) * w
     ty = rng.uniform(-config.translate_limit, config.translate_limit) * h
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    matrix = np.array(
-        [[scale, 0.0, cx - scale * cx + tx], [0.0, scale, cy - scale * cy + ty]], dtype=np.float64
-    )
+    matrix = np.array([[scale, 0.0, cx - scale * cx + tx], [0.0, scale, cy - scale * cy + ty]], dtype=np.float64)
     return cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
@@ -352,19 +346,28 @@ def _hull_points(pts: np.ndarray, rng: np.random.Generator, config: SBIConfig) -
     chin = _uniform(rng, config.chin_range)
 
     face_pts = [
-        (xl, yl), (xr, yr), (xn, yn), (xml, yml), (xmr, ymr),
+        (xl, yl),
+        (xr, yr),
+        (xn, yn),
+        (xml, yml),
+        (xmr, ymr),
         # forehead
         (xl - 0.15 * e, yl - f_l * d),
         (xr + 0.15 * e, yr - f_r * d),
         ((xl + xr) / 2.0, -1.15 * d * (f_l + f_r) / 2.0),
         # temples
-        (xl - t_l * e, yl), (xr + t_r * e, yr),
+        (xl - t_l * e, yl),
+        (xr + t_r * e, yr),
         # cheeks at nose height
-        (xl - c_l * e, yn), (xr + c_r * e, yn),
+        (xl - c_l * e, yn),
+        (xr + c_r * e, yn),
         # jaw below the mouth corners
-        (xml - j_l * e, yml + 0.25 * d), (xmr + j_r * e, ymr + 0.25 * d),
+        (xml - j_l * e, yml + 0.25 * d),
+        (xmr + j_r * e, ymr + 0.25 * d),
         # chin
-        (xmc, ymc + chin * d), (xml, ymc + 0.85 * chin * d), (xmr, ymc + 0.85 * chin * d),
+        (xmc, ymc + chin * d),
+        (xml, ymc + 0.85 * chin * d),
+        (xmr, ymc + 0.85 * chin * d),
     ]
     return frame.to_image(np.asarray(face_pts, dtype=np.float64))
 
@@ -405,7 +408,7 @@ def _part_region(pts: np.ndarray, shape: tuple[int, int], rng: np.random.Generat
     frame = _face_frame(pts)
     canvas = np.zeros(shape, dtype=np.uint8)
     for _part, (cx, cy), ax, ay in _part_ellipses(pts, rng):
-        (px, py), = frame.to_image(np.array([[cx, cy]], dtype=np.float64))
+        ((px, py),) = frame.to_image(np.array([[cx, cy]], dtype=np.float64))
         axes = (max(1, int(round(ax))), max(1, int(round(ay))))
         cv2.ellipse(canvas, (int(round(px)), int(round(py))), axes, frame.angle_deg, 0.0, 360.0, 1, thickness=-1)
     return canvas

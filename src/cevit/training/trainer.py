@@ -1,4 +1,4 @@
-"""The training loop: ``train(config) -> TrainResult``, resumable exactly, on CPU or CUDA.
+"""The training loop: ``train(config) -> TrainResult`` (a :class:`Trainer`), resumable exactly, on CPU or CUDA.
 
 What one run does (all settings in :class:`~cevit.training.config.TrainConfig`):
 
@@ -52,10 +52,14 @@ from torch import nn
 
 from cevit.config import to_dict
 from cevit.errors import CevitError, CheckpointError, ConfigError
+from cevit.metrics import roc_auc
 from cevit.training.config import OptimSection, ScheduleSection, TrainConfig
 from cevit.training.data import EpochBatchSampler, TrainData, collate_sbi_pairs, prepare_data
 
-__all__ = ["TrainResult", "train", "ModelEma", "lr_factor", "RESUME_MUTABLE", "STATE_FORMAT", "load_train_state"]
+__all__ = [
+    "TrainResult", "Trainer", "LoopState", "train", "ModelEma", "lr_factor", "RESUME_MUTABLE", "STATE_FORMAT",
+    "load_train_state",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -151,12 +155,21 @@ def lr_factor(step: int, *, schedule: ScheduleSection, steps_per_epoch: int, epo
     return schedule.min_lr_ratio + (1.0 - schedule.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def _no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Names of the parameters the model says get no weight decay (its ``no_weight_decay()``, as in timm)."""
+    fn = getattr(model, "no_weight_decay", None)
+    return set(fn()) if callable(fn) else set()
+
+
 def _build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.Optimizer:
+    """AdamW or SGD with two groups: weight decay, and none (with ``no_decay_bias_norm``: every 0-/1-D parameter,
+    i.e. biases and normalisation weights, and the parameters named by the model's ``no_weight_decay()``)."""
+    skip = _no_weight_decay_names(model) if cfg.no_decay_bias_norm else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if cfg.no_decay_bias_norm and (p.ndim <= 1 or name.endswith(("pos_embedding", "cls_token"))):
+        if cfg.no_decay_bias_norm and (p.ndim <= 1 or name in skip):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -183,8 +196,13 @@ def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": [int(version), [int(v) for v in internal], gauss],
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},  # fmt: skip
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },  # fmt: skip
         "torch_cpu": torch.get_rng_state(),
         "torch_cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
     }
@@ -194,7 +212,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((int(version), tuple(int(v) for v in internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch_cpu"])
     cuda = state.get("torch_cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -345,8 +365,6 @@ def _loader(dataset: Any, *, batch_sampler: Any = None, batch_size: int | None =
 @torch.no_grad()
 def _evaluate(model: nn.Module, data: TrainData, *, batch_size: int, device: torch.device, num_workers: int,
               amp_dtype: torch.dtype | None, channels_last: bool) -> dict[str, Any]:  # fmt: skip
-    from cevit.evaluation.metrics import roc_auc
-
     dataset = data.val
     assert dataset is not None
     was_training = model.training
@@ -404,8 +422,6 @@ def per_source_auc(scores: np.ndarray, labels: np.ndarray, sources: list[str]) -
     pseudo-fakes (source ``sbi``) are scored against every real item of the validation split, as the SBI
     modes always did. Sources with one class only (real-only sets) contribute their reals to ``sbi``.
     """
-    from cevit.evaluation.metrics import roc_auc
-
     src = np.asarray(sources)
     out: dict[str, float] = {}
     for name in sorted(set(sources) - {"sbi"}):
@@ -458,7 +474,9 @@ def _build_model(config: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
     return model, init
 
 
-def _check_resume(state: dict[str, Any], config: TrainConfig, data: TrainData, steps_per_epoch: int, path: Path) -> None:
+def _check_resume(
+    state: dict[str, Any], config: TrainConfig, data: TrainData, steps_per_epoch: int, path: Path
+) -> None:
     old, new = _flatten(state["config"]), _flatten(to_dict(config))
     diffs = sorted(k for k in set(old) | set(new) if k not in RESUME_MUTABLE and old.get(k) != new.get(k))
     if diffs:
@@ -467,7 +485,9 @@ def _check_resume(state: dict[str, Any], config: TrainConfig, data: TrainData, s
     old_idx = {i["path"]: i["sha256"] for i in state["data_indexes"]}
     for i in data.indexes:
         if old_idx.get(i["path"]) not in (None, i["sha256"]):
-            raise ConfigError(f"{i['path']}: the face index changed since the run started (SHA-256 differs); cannot resume")
+            raise ConfigError(
+                f"{i['path']}: the face index changed since the run started (SHA-256 differs); cannot resume"
+            )
     if int(state["steps_per_epoch"]) != steps_per_epoch:
         raise ConfigError(
             f"{path}: steps per epoch changed ({state['steps_per_epoch']} -> {steps_per_epoch}); the data changed"
@@ -477,283 +497,401 @@ def _check_resume(state: dict[str, Any], config: TrainConfig, data: TrainData, s
                        new.get("train.epochs"), old.get("train.epochs"))  # fmt: skip
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or resume training) as described by ``config``; see the module docstring."""
-    from cevit.checkpoint import save_checkpoint
+@dataclass(kw_only=True)
+class LoopState:
+    """The counters and records of a run that change while it trains (saved in ``train_state.pt``)."""
 
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "train_state.pt"
-    best_path, last_path = out / "best.safetensors", out / "last.safetensors"
-    state: dict[str, Any] | None = None
-    if resume:
-        state = load_train_state(state_path)
-    elif state_path.exists():
-        raise ConfigError(f"{out}: already holds a training run (train_state.pt); resume it or use another output_dir")
-
-    tc = config.train
-    device = _resolve_device(tc.device)
-    cuda = device.type == "cuda"
-    seed = tc.seed
-    _seed_everything(seed)
-    model, init = _build_model(config)
-    data = prepare_data(config.data, spec=model.preprocessing, augment=config.augment, seed=seed, batch_size=tc.batch_size)
-    steps_per_epoch = len(data.train) // data.items_per_batch
-    if state is not None:
-        _check_resume(state, config, data, steps_per_epoch, state_path)
-    stop_at = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
-
-    if tc.pos_weight == "balanced":
-        pos_weight = data.n_train_real / max(1, data.n_train_fake)
-    else:
-        pos_weight = float(tc.pos_weight)
-    num_workers = config.data.num_workers
-    if num_workers is None:
-        num_workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 0
-    amp_dtype: torch.dtype | None = None
-    if cuda and tc.amp != "none":
-        amp_dtype = torch.bfloat16 if tc.amp == "bf16" else torch.float16
-        if amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            logger.warning("bf16 is not supported on %s: using fp16 with loss scaling", torch.cuda.get_device_name(device))
-            amp_dtype = torch.float16
-    channels_last = cuda and tc.channels_last
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = _build_optimizer(model, config.optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, schedule=config.schedule, steps_per_epoch=steps_per_epoch, epochs=tc.epochs),
-    )
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    ema = ModelEma(model, tc.ema_decay) if tc.ema_decay > 0 else None
-    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
-
-    # loop state
-    epoch = step_in_epoch = global_step = 0
+    epoch: int = 0  #: completed epochs
+    step_in_epoch: int = 0  #: optimisation steps done in the current epoch
+    global_step: int = 0
     best_metric: float | None = None
-    best_epoch: int | None = None
-    patience = 0
-    stopped_early = False
-    history: list[dict[str, Any]] = []
-    final_metrics: dict[str, Any] = {}
-    elapsed_before = 0.0
-    acc = {"log_sum": 0.0, "log_n": 0, "epoch_sum": 0.0, "epoch_n": 0}
-    if state is not None:
-        from cevit.checkpoint import load_state_dict_strict
+    best_epoch: int | None = None  #: 1-based
+    patience: int = 0  #: epochs since the best one
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    elapsed_before: float = 0.0  #: seconds trained before this process (resumed runs)
+    #: training-loss sums and counts: since the last log line, and since the epoch started
+    log_sum: float = 0.0
+    log_n: int = 0
+    epoch_sum: float = 0.0
+    epoch_n: int = 0
 
-        load_state_dict_strict(model, state["model"], source=str(state_path))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            if state.get("ema") is None:
-                raise ConfigError(f"{state_path}: the interrupted run had no EMA; cannot resume with train.ema_decay > 0")
-            ema.load_state_dict(state["ema"])
-        epoch, step_in_epoch, global_step = int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"])
-        best_metric = state["best_metric"]
-        best_epoch = state["best_epoch"]
-        patience = int(state["patience"])
-        stopped_early = bool(state["stopped_early"])
-        history = list(state["history"])
-        final_metrics = dict(state.get("final_metrics") or {})
-        elapsed_before = float(state["elapsed"])
-        acc = {k: type(acc[k])(state["loss_acc"][k]) for k in acc}
-        _set_rng_state(state["rng"])
-        logger.info("resuming %s at epoch %d, step %d/%d (global step %d)", out, epoch + 1, step_in_epoch,
-                    steps_per_epoch, global_step)  # fmt: skip
+    def loss_acc(self) -> dict[str, Any]:
+        return {"log_sum": self.log_sum, "log_n": self.log_n, "epoch_sum": self.epoch_sum, "epoch_n": self.epoch_n}
 
-    log = _CsvLog(out / "log.csv", append=state is not None)
-    t0 = time.monotonic()
-    git_commit = _git_commit()
-    eval_model = ema.module if ema is not None else model
-    val_bs = tc.val_batch_size or tc.batch_size
+    @classmethod
+    def from_train_state(cls, state: dict[str, Any]) -> LoopState:
+        acc = state["loss_acc"]
+        return cls(
+            epoch=int(state["epoch"]), step_in_epoch=int(state["step_in_epoch"]), global_step=int(state["global_step"]),
+            best_metric=state["best_metric"], best_epoch=state["best_epoch"], patience=int(state["patience"]),
+            stopped_early=bool(state["stopped_early"]), history=list(state["history"]),
+            final_metrics=dict(state.get("final_metrics") or {}), elapsed_before=float(state["elapsed"]),
+            log_sum=float(acc["log_sum"]), log_n=int(acc["log_n"]), epoch_sum=float(acc["epoch_sum"]),
+            epoch_n=int(acc["epoch_n"]),
+        )  # fmt: skip
 
-    def seconds() -> float:
-        return elapsed_before + (time.monotonic() - t0)
 
-    def current_lr() -> float:
-        return float(optimizer.param_groups[0]["lr"])
+class Trainer:
+    """One training run: builds the model, data, optimiser and schedule from ``config``; :meth:`fit` trains.
 
-    def train_state() -> dict[str, Any]:
+    The constructor does everything :func:`train` did before the first step: it refuses an ``output_dir`` that
+    already holds a run (unless ``resume``), seeds every RNG with ``train.seed``, builds the model and the data,
+    moves the model to the device and creates the optimiser, scheduler, loss scaler and EMA. With ``resume=True``
+    it then reads ``train_state.pt`` and calls :meth:`resume`. The methods are the pieces of the loop:
+    :meth:`step` (one optimisation step), :meth:`validate`, :meth:`save` (the resumable state),
+    :meth:`save_checkpoints` (``last`` / ``best``), :meth:`state_dict` / :meth:`resume`, and :meth:`fit` (the
+    whole run, returning a :class:`TrainResult`).
+    """
+
+    def __init__(self, *, config: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+        self.config = config
+        self.show_progress = progress
+        self.output_dir = out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.state_path = out / "train_state.pt"
+        self.best_path, self.last_path = out / "best.safetensors", out / "last.safetensors"
+        saved: dict[str, Any] | None = None
+        if resume:
+            saved = load_train_state(self.state_path)
+        elif self.state_path.exists():
+            raise ConfigError(
+                f"{out}: already holds a training run (train_state.pt); resume it or use another output_dir"
+            )
+
+        tc = self.tc = config.train
+        self.device = device = _resolve_device(tc.device)
+        self.cuda = cuda = device.type == "cuda"
+        self.seed = tc.seed
+        _seed_everything(self.seed)
+        self.model, self.init = _build_model(config)
+        self.data = data = prepare_data(config.data, spec=self.model.preprocessing, augment=config.augment,
+                                        seed=self.seed, batch_size=tc.batch_size)  # fmt: skip
+        self.steps_per_epoch = len(data.train) // data.items_per_batch
+        if saved is not None:
+            _check_resume(saved, config, data, self.steps_per_epoch, self.state_path)
+        total = tc.epochs * self.steps_per_epoch
+        self.stop_at = total if tc.max_steps is None else min(tc.max_steps, total)
+
+        if tc.pos_weight == "balanced":
+            self.pos_weight = data.n_train_real / max(1, data.n_train_fake)
+        else:
+            self.pos_weight = float(tc.pos_weight)
+        num_workers = config.data.num_workers
+        if num_workers is None:
+            num_workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 0
+        self.num_workers: int = num_workers
+        self.amp_dtype: torch.dtype | None = None
+        if cuda and tc.amp != "none":
+            self.amp_dtype = torch.bfloat16 if tc.amp == "bf16" else torch.float16
+            if self.amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                logger.warning("bf16 is not supported on %s: using fp16 with loss scaling",
+                               torch.cuda.get_device_name(device))  # fmt: skip
+                self.amp_dtype = torch.float16
+        self.channels_last = cuda and tc.channels_last
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.model.to(device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = _build_optimizer(self.model, config.optim)
+        steps_per_epoch, schedule, epochs = self.steps_per_epoch, config.schedule, tc.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(step, schedule=schedule, steps_per_epoch=steps_per_epoch, epochs=epochs),
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.ema = ModelEma(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.pos_weight], device=device))
+        #: the weights that are validated and saved: the EMA when on, else the raw model
+        self.eval_model: nn.Module = self.ema.module if self.ema is not None else self.model
+        self.val_batch_size = tc.val_batch_size or tc.batch_size
+        self.loop = LoopState()
+        self.resumed = False
+        self._t0 = time.monotonic()
+        self._git_commit: str | None = None
+        self._log: _CsvLog | None = None
+        if saved is not None:
+            self.resume(saved)
+
+    # ------------------------------------------------------------------------------------------------------
+    # state
+
+    def seconds(self) -> float:
+        """Training seconds of the run so far (including those before a resume)."""
+        return self.loop.elapsed_before + (time.monotonic() - self._t0)
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`resume` needs (what ``train_state.pt`` holds); plain tensors and containers only."""
+        loop = self.loop
         return {
-            "format": STATE_FORMAT, "version": STATE_VERSION, "config": to_dict(config),
-            "data_indexes": [dict(i) for i in data.indexes], "steps_per_epoch": steps_per_epoch,
-            "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "ema": ema.state_dict() if ema is not None else None,
-            "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
-            "best_metric": best_metric, "best_epoch": best_epoch, "patience": patience,
-            "stopped_early": stopped_early, "history": history, "final_metrics": final_metrics,
-            "elapsed": seconds(), "loss_acc": dict(acc), "rng": _rng_state(), "device": str(device),
+            "format": STATE_FORMAT, "version": STATE_VERSION, "config": to_dict(self.config),
+            "data_indexes": [dict(i) for i in self.data.indexes], "steps_per_epoch": self.steps_per_epoch,
+            "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": loop.epoch, "step_in_epoch": loop.step_in_epoch, "global_step": loop.global_step,
+            "best_metric": loop.best_metric, "best_epoch": loop.best_epoch, "patience": loop.patience,
+            "stopped_early": loop.stopped_early, "history": loop.history, "final_metrics": loop.final_metrics,
+            "elapsed": self.seconds(), "loss_acc": loop.loss_acc(), "rng": _rng_state(), "device": str(self.device),
         }  # fmt: skip
 
-    def provenance(metrics: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    def resume(self, state: dict[str, Any]) -> None:
+        """Restore the weights, optimiser, scheduler, scaler, EMA, counters and RNG states of a saved run.
+
+        ``state`` is what :func:`load_train_state` returns; the caller has checked that it belongs to this
+        config (the constructor does, with ``resume=True``). The RNG states are restored last, so the next
+        step draws exactly what the interrupted run would have drawn.
+        """
+        from cevit.checkpoint import load_state_dict_strict
+
+        load_state_dict_strict(self.model, state["model"], source=str(self.state_path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ConfigError(
+                    f"{self.state_path}: the interrupted run had no EMA; cannot resume with train.ema_decay > 0"
+                )
+            self.ema.load_state_dict(state["ema"])
+        self.loop = LoopState.from_train_state(state)
+        _set_rng_state(state["rng"])
+        self.resumed = True
+        logger.info("resuming %s at epoch %d, step %d/%d (global step %d)", self.output_dir, self.loop.epoch + 1,
+                    self.loop.step_in_epoch, self.steps_per_epoch, self.loop.global_step)  # fmt: skip
+
+    def save(self) -> None:
+        """Write ``train_state.pt`` atomically (a crash while writing leaves the previous state)."""
+        _save_atomic(self.state_dict(), self.state_path)
+
+    def provenance(self, metrics: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+        """What ``best`` / ``last`` checkpoints record about the run."""
         from cevit import __version__
 
+        config, data, loop = self.config, self.data, self.loop
         return {
             "config": to_dict(config),
             "data": {"indexes": [dict(i) for i in data.indexes], "mode": config.data.mode,
                      "train_items": len(data.train), "train_real": data.n_train_real, "train_fake": data.n_train_fake,
                      "val_real": data.n_val_real, "val_fake": data.n_val_fake, "val_groups": data.n_val_groups},
-            "git_commit": git_commit, "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
-            "epoch": epoch, "steps": global_step, "partial_epoch": partial, "device": str(device), "init": init,
-            "weights": "ema" if ema is not None else "raw", "pos_weight": pos_weight, "cevit_version": __version__,
-            "trainer": "cevit.training.trainer",
+            "git_commit": self._git_commit, "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
+            "epoch": loop.epoch, "steps": loop.global_step, "partial_epoch": partial, "device": str(self.device),
+            "init": self.init, "weights": "ema" if self.ema is not None else "raw", "pos_weight": self.pos_weight,
+            "cevit_version": __version__, "trainer": "cevit.training.trainer",
         }  # fmt: skip
 
-    def validate() -> dict[str, Any]:
-        if data.val is None:
-            return {}
-        return _evaluate(eval_model, data, batch_size=val_bs, device=device, num_workers=num_workers,
-                         amp_dtype=amp_dtype, channels_last=channels_last)  # fmt: skip
+    def save_checkpoints(self, metrics: dict[str, Any], *, partial: bool, best: bool) -> None:
+        """Write ``last.safetensors`` (always) and ``best.safetensors`` (when ``best``) from the evaluated weights."""
+        from cevit.checkpoint import save_checkpoint
 
-    def result(finished: bool) -> TrainResult:
+        save_checkpoint(self.eval_model, self.last_path, **self.provenance(metrics, partial=partial))
+        if best:
+            save_checkpoint(self.eval_model, self.best_path, **self.provenance(metrics, partial=partial))
+
+    def result(self, *, finished: bool) -> TrainResult:
+        loop = self.loop
         return TrainResult(
-            output_dir=str(out), best_checkpoint=str(best_path) if best_path.exists() else None,
-            last_checkpoint=str(last_path) if last_path.exists() else None, train_state=str(state_path),
-            best_metric=_finite_or_none(best_metric), best_epoch=best_epoch, epochs_completed=epoch,
-            global_step=global_step, steps_per_epoch=steps_per_epoch, stopped_early=stopped_early, finished=finished,
-            final_metrics=dict(final_metrics), history=tuple(history), device=str(device),
+            output_dir=str(self.output_dir), best_checkpoint=str(self.best_path) if self.best_path.exists() else None,
+            last_checkpoint=str(self.last_path) if self.last_path.exists() else None, train_state=str(self.state_path),
+            best_metric=_finite_or_none(loop.best_metric), best_epoch=loop.best_epoch, epochs_completed=loop.epoch,
+            global_step=loop.global_step, steps_per_epoch=self.steps_per_epoch, stopped_early=loop.stopped_early,
+            finished=finished, final_metrics=dict(loop.final_metrics), history=tuple(loop.history),
+            device=str(self.device),
         )  # fmt: skip
 
-    if stopped_early or epoch >= tc.epochs:
-        logger.info("%s: training already finished (%d epochs%s)", out, epoch, ", stopped early" if stopped_early else "")
-        return result(True)
-    if global_step >= stop_at:
-        logger.info("%s: max_steps=%s already reached (global step %d)", out, tc.max_steps, global_step)
-        return result(False)
+    # ------------------------------------------------------------------------------------------------------
+    # the pieces of the loop
 
-    logger.info("training %s on %s: %d epochs x %d steps, batch %d, %s mode, pos_weight %.3g, %s", model.preset_name,
-                device, tc.epochs, steps_per_epoch, tc.batch_size, config.data.mode, pos_weight,
-                f"amp {amp_dtype}" if amp_dtype else "fp32")  # fmt: skip
-    collate = collate_sbi_pairs if config.data.mode == "sbi" else None
-    show_bar = progress and sys.stderr.isatty()
-    model.train()
-    while epoch < tc.epochs and global_step < stop_at:
-        sampler = EpochBatchSampler(len(data.train), data.items_per_batch, seed=seed, epoch=epoch,
-                                    steps=steps_per_epoch, start_step=step_in_epoch)  # fmt: skip
-        loader = _loader(data.train, batch_sampler=sampler, num_workers=num_workers, pin=cuda, collate=collate,
-                         seed=seed + epoch)  # fmt: skip
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimisation step on a batch (images ``x``, 0/1 labels ``y``); returns the batch loss.
+
+        Torch's RNG is re-seeded from ``(seed, global step)`` first, so dropout and drop-connect depend on
+        nothing but the step number (this is what makes a resumed run bit-exact).
+        """
+        tc, loop = self.tc, self.loop
+        torch.manual_seed(_step_seed(self.seed, loop.global_step))
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device, non_blocking=True)
+        amp = self.amp_dtype
+        with torch.autocast(device_type=self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = self.model(x).squeeze(1)
+        loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if tc.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        loop.global_step += 1
+        loop.step_in_epoch += 1
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value) and self.scaler is None:
+            raise CevitError(f"training diverged: loss is {loss_value} at step {loop.global_step} (lower optim.lr)")
+        loop.log_sum += loss_value
+        loop.log_n += 1
+        loop.epoch_sum += loss_value
+        loop.epoch_n += 1
+        return loss_value
+
+    def validate(self) -> dict[str, Any]:
+        """Validation metrics of the evaluated weights (``{}`` without a validation split); see ``_evaluate``."""
+        if self.data.val is None:
+            return {}
+        return _evaluate(self.eval_model, self.data, batch_size=self.val_batch_size, device=self.device,
+                         num_workers=self.num_workers, amp_dtype=self.amp_dtype,
+                         channels_last=self.channels_last)  # fmt: skip
+
+    def fit(self) -> TrainResult:
+        """Train until ``train.epochs``, early stopping or ``train.max_steps``; see the module docstring."""
+        tc, loop = self.tc, self.loop
+        self._log = _CsvLog(self.output_dir / "log.csv", append=self.resumed)
+        self._t0 = time.monotonic()
+        self._git_commit = _git_commit()
+        if loop.stopped_early or loop.epoch >= tc.epochs:
+            logger.info("%s: training already finished (%d epochs%s)", self.output_dir, loop.epoch,
+                        ", stopped early" if loop.stopped_early else "")  # fmt: skip
+            return self.result(finished=True)
+        if loop.global_step >= self.stop_at:
+            logger.info("%s: max_steps=%s already reached (global step %d)", self.output_dir, tc.max_steps,
+                        loop.global_step)  # fmt: skip
+            return self.result(finished=False)
+
+        logger.info("training %s on %s: %d epochs x %d steps, batch %d, %s mode, pos_weight %.3g, %s",
+                    self.model.preset_name, self.device, tc.epochs, self.steps_per_epoch, tc.batch_size,
+                    self.config.data.mode, self.pos_weight,
+                    f"amp {self.amp_dtype}" if self.amp_dtype else "fp32")  # fmt: skip
+        self.model.train()
+        while self.loop.epoch < tc.epochs and self.loop.global_step < self.stop_at:
+            self._train_epoch()
+            if self.loop.step_in_epoch < self.steps_per_epoch:  # stopped by max_steps inside the epoch
+                self._stop_mid_epoch()
+                return self.result(finished=False)
+            self._end_epoch()
+            if self.loop.stopped_early:
+                logger.info("early stopping: no better validation AUC for %d epochs", self.loop.patience)
+                return self.result(finished=True)
+        return self.result(finished=self.loop.epoch >= tc.epochs)
+
+    def _train_epoch(self) -> None:
+        """Steps of the current epoch from ``step_in_epoch`` on, until its end or ``stop_at``."""
+        tc, loop = self.tc, self.loop
+        sampler = EpochBatchSampler(len(self.data.train), self.data.items_per_batch, seed=self.seed, epoch=loop.epoch,
+                                    steps=self.steps_per_epoch, start_step=loop.step_in_epoch)  # fmt: skip
+        collate = collate_sbi_pairs if self.config.data.mode == "sbi" else None
+        loader = _loader(self.data.train, batch_sampler=sampler, num_workers=self.num_workers, pin=self.cuda,
+                         collate=collate, seed=self.seed + loop.epoch)  # fmt: skip
         bar = None
-        if show_bar:
+        if self.show_progress and sys.stderr.isatty():
             from tqdm import tqdm
 
-            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}",
-                       file=sys.stderr, dynamic_ncols=True, leave=False, unit="step")  # fmt: skip
-        model.train()
+            bar = tqdm(total=self.steps_per_epoch, initial=loop.step_in_epoch, unit="step", leave=False,
+                       desc=f"epoch {loop.epoch + 1}/{tc.epochs}", file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+        self.model.train()
         for x, y, _ in loader:
-            torch.manual_seed(_step_seed(seed, global_step))
-            x = x.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(x).squeeze(1)
-            loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if tc.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if tc.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            global_step += 1
-            step_in_epoch += 1
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value) and scaler is None:
-                raise CevitError(f"training diverged: loss is {loss_value} at step {global_step} (lower optim.lr)")
-            acc["log_sum"] += loss_value
-            acc["log_n"] += 1
-            acc["epoch_sum"] += loss_value
-            acc["epoch_n"] += 1
+            self.step(x, y)
             if bar is not None:
                 bar.update(1)
-            if global_step % tc.log_every_steps == 0 and acc["log_n"]:
-                mean = acc["log_sum"] / acc["log_n"]
-                log.write(epoch=global_step / steps_per_epoch, step=global_step, lr=current_lr(), train_loss=mean,
-                          seconds=seconds())  # fmt: skip
+            if loop.global_step % tc.log_every_steps == 0 and loop.log_n:
+                mean = loop.log_sum / loop.log_n
+                self._write_log(epoch=loop.global_step / self.steps_per_epoch, step=loop.global_step,
+                                lr=self.current_lr(), train_loss=mean, seconds=self.seconds())  # fmt: skip
                 if bar is not None:
-                    bar.set_postfix(loss=f"{mean:.4f}", lr=f"{current_lr():.2e}")
-                logger.debug("step %d: loss %.4f, lr %.3g", global_step, mean, current_lr())
-                acc["log_sum"], acc["log_n"] = 0.0, 0
-            if tc.save_every_steps and global_step % tc.save_every_steps == 0 and step_in_epoch < steps_per_epoch:
-                _save_atomic(train_state(), state_path)
-            if global_step >= stop_at:
+                    bar.set_postfix(loss=f"{mean:.4f}", lr=f"{self.current_lr():.2e}")
+                logger.debug("step %d: loss %.4f, lr %.3g", loop.global_step, mean, self.current_lr())
+                loop.log_sum, loop.log_n = 0.0, 0
+            if (tc.save_every_steps and loop.global_step % tc.save_every_steps == 0
+                    and loop.step_in_epoch < self.steps_per_epoch):  # fmt: skip
+                self.save()
+            if loop.global_step >= self.stop_at:
                 break
         if bar is not None:
             bar.close()
 
-        if step_in_epoch < steps_per_epoch:  # stopped by max_steps inside the epoch
-            _save_atomic(train_state(), state_path)
-            metrics = validate()
-            final_metrics = metrics
-            train_loss = acc["epoch_sum"] / max(1, acc["epoch_n"])
-            log.write(epoch=global_step / steps_per_epoch, step=global_step, lr=current_lr(), train_loss=train_loss,
-                      val_loss=metrics.get("val_loss"), val_auc_frame=metrics.get("val_auc_frame"),
-                      val_auc_group=metrics.get("val_auc_group"), seconds=seconds())  # fmt: skip
-            save_checkpoint(eval_model, last_path, **provenance(metrics, partial=True))
-            if not best_path.exists():
-                save_checkpoint(eval_model, best_path, **provenance(metrics, partial=True))
-            _save_atomic(train_state(), state_path)  # records final_metrics
-            logger.info("stopped at max_steps=%d (epoch %d, step %d/%d); resumable with --resume", global_step,
-                        epoch + 1, step_in_epoch, steps_per_epoch)  # fmt: skip
-            return result(False)
+    def _write_log(self, **row: Any) -> None:
+        assert self._log is not None, "fit() opens the log"
+        self._log.write(**row)
 
-        # end of an epoch
-        metrics = validate()
-        epoch += 1
-        step_in_epoch = 0
-        train_loss = acc["epoch_sum"] / max(1, acc["epoch_n"])
-        acc["epoch_sum"], acc["epoch_n"] = 0.0, 0
-        final_metrics = metrics
-        entry = {"epoch": epoch, "step": global_step, "lr": current_lr(), "train_loss": train_loss,
+    def _stop_mid_epoch(self) -> None:
+        """``max_steps`` reached inside an epoch: save (resumable), validate for the record, write ``last``."""
+        loop = self.loop
+        self.save()
+        metrics = self.validate()
+        loop.final_metrics = metrics
+        train_loss = loop.epoch_sum / max(1, loop.epoch_n)
+        self._write_log(epoch=loop.global_step / self.steps_per_epoch, step=loop.global_step, lr=self.current_lr(),
+                        train_loss=train_loss, val_loss=metrics.get("val_loss"),
+                        val_auc_frame=metrics.get("val_auc_frame"), val_auc_group=metrics.get("val_auc_group"),
+                        seconds=self.seconds())  # fmt: skip
+        # best.safetensors only when none exists yet: a partial epoch does not count for model selection
+        self.save_checkpoints(metrics, partial=True, best=not self.best_path.exists())
+        self.save()  # records final_metrics
+        logger.info("stopped at max_steps=%d (epoch %d, step %d/%d); resumable with --resume", loop.global_step,
+                    loop.epoch + 1, loop.step_in_epoch, self.steps_per_epoch)  # fmt: skip
+
+    def _end_epoch(self) -> None:
+        """Validate, log, track the best epoch and early stopping, write checkpoints, state and curves."""
+        tc, loop = self.tc, self.loop
+        metrics = self.validate()
+        loop.epoch += 1
+        loop.step_in_epoch = 0
+        train_loss = loop.epoch_sum / max(1, loop.epoch_n)
+        loop.epoch_sum, loop.epoch_n = 0.0, 0
+        loop.final_metrics = metrics
+        entry = {"epoch": loop.epoch, "step": loop.global_step, "lr": self.current_lr(), "train_loss": train_loss,
                  "val_loss": metrics.get("val_loss"), "val_auc_frame": _finite_or_none(metrics.get("val_auc_frame")),
-                 "val_auc_group": _finite_or_none(metrics.get("val_auc_group")), "seconds": seconds()}  # fmt: skip
-        log.write(**entry)
+                 "val_auc_group": _finite_or_none(metrics.get("val_auc_group")), "seconds": self.seconds()}  # fmt: skip
+        self._write_log(**entry)
         sources = {k: _finite_or_none(v) for k, v in metrics.items() if k.startswith("val_auc_") and k not in entry}
         entry.update(sources)
-        history.append(entry)
+        loop.history.append(entry)
         if sources:
-            logger.info("epoch %d validation AUC per source: %s", epoch,
-                        ", ".join(f"{k.removeprefix('val_auc_')} {_fmt(v)}" for k, v in sorted(sources.items())))
+            logger.info(
+                "epoch %d validation AUC per source: %s",
+                loop.epoch,
+                ", ".join(f"{k.removeprefix('val_auc_')} {_fmt(v)}" for k, v in sorted(sources.items())),
+            )
         metric = metrics.get("val_metric")
         m = float(metric) if metric is not None and math.isfinite(metric) else -math.inf
-        improved = best_metric is None or m > best_metric or data.val is None
+        improved = loop.best_metric is None or m > loop.best_metric or self.data.val is None
         if improved:
-            best_metric, best_epoch, patience = m, epoch, 0
+            loop.best_metric, loop.best_epoch, loop.patience = m, loop.epoch, 0
         else:
-            patience += 1
-        save_checkpoint(eval_model, last_path, **provenance(metrics, partial=False))
-        if improved:
-            save_checkpoint(eval_model, best_path, **provenance(metrics, partial=False))
-        if tc.early_stopping and patience >= tc.early_stopping:
-            stopped_early = True
-        _save_atomic(train_state(), state_path)
-        _plot_curves(history, out / "curves.png")
+            loop.patience += 1
+        self.save_checkpoints(metrics, partial=False, best=improved)
+        if tc.early_stopping and loop.patience >= tc.early_stopping:
+            loop.stopped_early = True
+        self.save()
+        _plot_curves(loop.history, self.output_dir / "curves.png")
         logger.info(
             "epoch %d/%d: train loss %.4f, val loss %s, AUC frame %s / group %s (best %s @ epoch %s), lr %.3g, %.0f s",
-            epoch, tc.epochs, train_loss, _fmt(metrics.get("val_loss")) or "-", _fmt(metrics.get("val_auc_frame")) or "-",
-            _fmt(metrics.get("val_auc_group")) or "-", _fmt(_finite_or_none(best_metric)) or "-", best_epoch,
-            current_lr(), seconds(),
+            loop.epoch, tc.epochs, train_loss, _fmt(metrics.get("val_loss")) or "-",
+            _fmt(metrics.get("val_auc_frame")) or "-", _fmt(metrics.get("val_auc_group")) or "-",
+            _fmt(_finite_or_none(loop.best_metric)) or "-", loop.best_epoch, self.current_lr(), self.seconds(),
         )  # fmt: skip
-        if stopped_early:
-            logger.info("early stopping: no better validation AUC for %d epochs", patience)
-            return result(True)
-    return result(epoch >= tc.epochs)
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or resume training) as described by ``config``; see the module docstring and :class:`Trainer`."""
+    return Trainer(config=config, resume=resume, progress=progress).fit()
