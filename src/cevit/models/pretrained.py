@@ -156,9 +156,16 @@ PRETRAINED: dict[str, PretrainedWeights] = {
             tag="lfw_sbi_v2",
             version="0.2.0",
             description="cevit v0.2 default: trained on a CPU from real LFW faces with self-blended pseudo-fakes",
-            inference=CEVIT_INFERENCE,
+            # the file carries the same config; T fitted with `cevit calibrate` on the v0.3 run's validation split
+            inference=InferenceConfig(
+                calibration=Calibration(
+                    method="temperature",
+                    temperature=1.6114148902235794,
+                    fitted_on="validation split of default_v1_mixed_v3 (2344 samples: 990 real, 1354 fake or pseudo-fake)",
+                )
+            ),
             file="cross_efficient_vit_v1_224.lfw_sbi_v2.safetensors",
-            sha256="c0e9901a075c61fab25cfb4803bc7f739aa5d89dc9c5527e867c58a3e95ab06f",
+            sha256="329bf493b3436a410ae3f0b3b711d7ea009963eae1af77ed7feecfb7a87dd5ae",
         ),
         PretrainedWeights(
             architecture="coccomini2022",
