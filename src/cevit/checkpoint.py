@@ -167,9 +167,11 @@ def save_checkpoint(
     return digest
 
 
-def _safe_open_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
+def check_checkpoint_file(path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is an existing, readable, non-empty regular file.
 
+    The checks every weights reader (cevit's safetensors, the authors' ``.pth``) makes before parsing a byte.
+    """
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint file does not exist")
     if path.is_dir():
@@ -182,6 +184,12 @@ def _safe_open_metadata(path: Path) -> dict[str, str]:
         ) from None
     if size == 0:
         raise CheckpointError(f"{path}: empty checkpoint file (0 bytes)")
+
+
+def _safe_open_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    check_checkpoint_file(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})

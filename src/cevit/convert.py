@@ -73,19 +73,10 @@ def config_from_original(original: Mapping[str, Any]) -> CrossEfficientViTConfig
 
 def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the authors' ``.pth`` safely (no code execution) and return its tensors."""
+    from cevit.checkpoint import check_checkpoint_file
+
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint file does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise CheckpointError(
-            f"{path}: checkpoint file cannot be read ({exc.strerror or type(exc).__name__})"
-        ) from None
-    if size == 0:
-        raise CheckpointError(f"{path}: empty checkpoint file (0 bytes)")
+    check_checkpoint_file(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises anything (KeyError, RuntimeError, ...) on foreign bytes

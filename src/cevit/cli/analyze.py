@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from cevit.cli.options import add_model_options
+
 FORMATS = ("json", "jsonl", "csv", "table")
 CSV_COLUMNS = ("source", "media_type", "prediction", "confidence", "score", "num_faces", "frames_analyzed",
                "processing_time", "error", "status", "frames_failed")  # fmt: skip
@@ -40,22 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image/video files, folders or glob patterns")
     p.add_argument("--weights", help="checkpoint: a cevit .safetensors or the authors' .pth (default: bundled weights)")
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="ARCH.TAG",
-        help="registered weights to use (default: the bundled default; list them with `cevit info --list`); "
-        "with --weights, names the registered weights the file is (for their inference settings)",
-    )
+    add_model_options(p)  # --model ARCH.TAG, --rule
     p.add_argument("--frames", type=int, default=30, help="frames sampled evenly per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold: FAKE above it (default: the rule's)")
-    p.add_argument(
-        "--rule",
-        default=None,
-        choices=("cevit-default", "coccomini2022-video"),
-        help="aggregation rule (default: the one the weights carry: cevit-default for cevit's, "
-        "coccomini2022-video for the authors' checkpoint)",
-    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda, cuda:N (default: auto)")
     p.add_argument(
         "--format",

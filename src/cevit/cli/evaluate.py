@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from cevit.cli.options import add_model_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,22 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", help="test set folder, manifest file (.tsv/.csv), or a face index.csv from extract-faces")
     p.add_argument("--weights", help="checkpoint to evaluate (default: the bundled weights of --model)")
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="ARCH.TAG",
-        help="registered weights to use (default: the bundled default; list them with `cevit info --list`); "
-        "with --weights, names the registered weights the file is (for their inference settings)",
-    )
+    add_model_options(p)  # --model ARCH.TAG, --rule
     p.add_argument("--output", "-o", required=True, help="output folder")
     p.add_argument("--frames", type=int, default=30, help="frames per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold (default: the rule's)")
-    p.add_argument(
-        "--rule",
-        default=None,
-        choices=("cevit-default", "coccomini2022-video"),
-        help="aggregation rule (default: the one the weights carry)",
-    )
     p.add_argument(
         "--reencode-jpeg",
         type=int,
