@@ -5,8 +5,9 @@ Rules:
 * no library module (anything outside ``cevit.cli`` and ``cevit.api``) imports ``cevit.cli`` or ``cevit.api``:
   the front ends depend on the library, never the reverse;
 * ``cevit.training`` and ``cevit.evaluation`` do not import each other: what both need lives in a neutral
-  module (``cevit.metrics`` for the metric functions; the face index is still read by training's data module,
-  see the expected failure below).
+  module (``cevit.metrics`` for the metric functions, ``cevit.data`` for face indexes and saved crops,
+  ``cevit.preprocess`` for the contract);
+* the data layer ``cevit.data`` imports none of its consumers (training, evaluation, inference).
 
 Every import counts: module level and inside functions (lazy imports), absolute and relative, and the literal
 module names given to ``importlib.import_module``.
@@ -147,14 +148,15 @@ def test_training_does_not_import_evaluation() -> None:
     assert not bad, "training must not import evaluation (shared code goes to a neutral module):\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluation.runner still reads the face index through cevit.training.data (load_crop, read_index); "
-    "it moves to the data layer (issue 11, item 3), then this test passes and the xfail mark goes",
-)
 def test_evaluation_does_not_import_training() -> None:
     bad = violations("cevit.evaluation", "cevit.training")
     assert not bad, "evaluation must not import training (shared code goes to a neutral module):\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("upper", ["cevit.training", "cevit.evaluation", "cevit.inference"])
+def test_the_data_layer_imports_no_consumer(upper: str) -> None:
+    bad = violations("cevit.data", upper)
+    assert not bad, f"cevit.data is shared by its consumers and must not import {upper}:\n" + "\n".join(bad)
 
 
 def test_training_and_evaluation_import_together_in_a_fresh_interpreter() -> None:

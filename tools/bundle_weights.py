@@ -48,10 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _faces(index: str, n_calib: int, n_check: int, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    from cevit.data import load_crop, read_index
     from cevit.faces import MTCNN
     from cevit.media import load_image
-    from cevit.preprocess import preprocess_faces
-    from cevit.training.data import load_crop, read_index
+    from cevit.preprocess import FacePreprocessor
 
     rows = [r for r in read_index(index) if r.label == 0 and r.face_index == 0]
     need = n_calib + n_check
@@ -62,10 +62,11 @@ def _faces(index: str, n_calib: int, n_check: int, model: torch.nn.Module) -> tu
     crops = [load_crop(r.crop_path) for r in picked]
     if any(c is None for c in crops):
         raise SystemExit(f"{index}: some face crops cannot be read")
-    x = preprocess_faces(crops, [r.box for r in picked], model.preprocessing)
+    preprocessor = FacePreprocessor(spec=model.preprocessing)
+    x = preprocessor(crops, [r.box for r in picked], valid=[r.valid for r in picked])
     sample = load_image(ROOT / "src" / "cevit" / "samples" / "astronaut.jpg")
     face = MTCNN().detect_one(sample)[0]
-    xs = preprocess_faces([sample], [face.box], model.preprocessing)
+    xs = preprocessor([sample], [face.box])
     return x[:n_calib], torch.cat([x[n_calib:], xs])  # disjoint calibration and check faces
 
 

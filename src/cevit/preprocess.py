@@ -14,7 +14,14 @@ training, validation and inference always turn faces into tensors the same way:
 3. **To tensor** (:func:`to_tensor`): channel order (``RGB`` or ``BGR``), values divided by
    ``value_scale`` (255 → [0, 1]; 1 → raw 0–255), then ``(x - mean) / std`` when a mean/std is given.
 
-Frames enter as ``uint8`` RGB arrays of shape (H, W, 3) everywhere in cevit.
+Frames enter as ``uint8`` RGB arrays of shape (H, W, 3) everywhere in cevit. :class:`FacePreprocessor`, built
+from a checkpoint's :class:`Preprocessing`, is the one object that inference, training, validation and
+evaluation call for these three steps.
+
+**Saved crops** (training data, see :mod:`cevit.data`): a face index stores a generous, zero-padded crop around
+each face and the crop's *valid region* — the rectangle that shows the original frame. Passing it as ``valid``
+makes the contract treat the padding as outside the frame, so ``clip`` cuts where inference would cut on the full
+frame instead of keeping black bands.
 
 Bad boxes: :func:`square_box` and :func:`crop_face` raise ``ValueError`` (and nothing else) for a box with a
 non-finite coordinate, a zero or negative width or height, a square that lies entirely outside the frame, or
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -44,6 +51,10 @@ __all__ = [
     "resize_face",
     "to_tensor",
     "preprocess_faces",
+    "FacePreprocessor",
+    "Region",
+    "padded_square_crop",
+    "valid_region",
 ]
 
 #: A squared (and margin-grown) face box may be at most this many times the frame's longer side.
@@ -107,23 +118,73 @@ def square_box(box: Sequence[float], margin: float = 0.0) -> tuple[int, int, int
     return nx1, ny1, nx1 + s, ny1 + s
 
 
-def crop_face(frame: np.ndarray, box: Sequence[float], spec: Preprocessing) -> np.ndarray:
-    """Cut the face at ``box`` out of the full-resolution RGB ``frame`` following ``spec``'s crop rule."""
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) frame, got shape {frame.shape}")
-    H, W = frame.shape[:2]
-    x1, y1, x2, y2 = square_box(box, spec.crop_margin)
+Region = tuple[int, int, int, int]  #: (x1, y1, x2, y2) in pixels, x2/y2 exclusive
+
+
+def _square_in_frame(
+    shape: tuple[int, ...], box: Sequence[float], margin: float, valid: Sequence[float] | None
+) -> tuple[Region, Region]:
+    """The squared, margin-grown box and its part with real pixels (inside the frame and ``valid``)."""
+    H, W = shape[:2]
+    x1, y1, x2, y2 = square_box(box, margin)
     if x2 - x1 > MAX_BOX_TO_FRAME * max(H, W, 1):
         raise ValueError(f"face box {tuple(box)} is more than {MAX_BOX_TO_FRAME} times the {W}x{H} frame")
-    cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
+    vx1, vy1, vx2, vy2 = (0, 0, W, H) if valid is None else valid_region(valid, shape)
+    cx1, cy1, cx2, cy2 = max(x1, vx1), max(y1, vy1), min(x2, vx2), min(y2, vy2)
     if cx2 <= cx1 or cy2 <= cy1:
-        raise ValueError(f"face box {tuple(box)} lies outside the {W}x{H} frame")
-    inside = frame[cy1:cy2, cx1:cx2]
-    if spec.crop_border == "clip":
-        return np.ascontiguousarray(inside)
-    out = np.zeros((y2 - y1, x2 - x1, 3), dtype=frame.dtype)
-    out[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1] = inside
+        where = f"the {W}x{H} frame" if valid is None else f"the valid region {tuple(valid)} of the {W}x{H} frame"
+        raise ValueError(f"face box {tuple(box)} lies outside {where}")
+    return (x1, y1, x2, y2), (cx1, cy1, cx2, cy2)
+
+
+def valid_region(region: Sequence[float], shape: tuple[int, ...]) -> Region:
+    """``region`` (x1, y1, x2, y2) rounded to whole pixels and clipped to an image of ``shape`` (H, W, ...)."""
+    H, W = shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in region)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"valid region {tuple(region)} has a non-finite coordinate")
+    out = (max(0, int(math.floor(x1 + 0.5))), max(0, int(math.floor(y1 + 0.5))),
+           min(W, int(math.floor(x2 + 0.5))), min(H, int(math.floor(y2 + 0.5))))  # fmt: skip
+    if out[2] <= out[0] or out[3] <= out[1]:
+        raise ValueError(f"valid region {tuple(region)} is empty in the {W}x{H} image")
     return out
+
+
+def padded_square_crop(
+    frame: np.ndarray, box: Sequence[float], margin: float, *, valid: Sequence[float] | None = None
+) -> tuple[np.ndarray, Region]:
+    """The square around ``box`` grown by ``margin``, zeros where it has no real pixels, and that real part.
+
+    Returns ``(crop, region)``: ``crop`` is square (side = the squared box's side) and ``region`` is the
+    rectangle of ``crop`` (its own pixel coordinates) filled from the frame; everything else is zero. ``valid``
+    (frame pixels) limits the real pixels further: a saved crop whose padding is not part of the scene.
+    This is the one implementation of the padded crop: the contract's ``pad`` border and the saved crops of
+    :mod:`cevit.data.extract` both use it.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) frame, got shape {frame.shape}")
+    (x1, y1, x2, y2), (cx1, cy1, cx2, cy2) = _square_in_frame(frame.shape, box, margin, valid)
+    out = np.zeros((y2 - y1, x2 - x1, 3), dtype=frame.dtype)
+    region = (cx1 - x1, cy1 - y1, cx2 - x1, cy2 - y1)
+    out[region[1] : region[3], region[0] : region[2]] = frame[cy1:cy2, cx1:cx2]
+    return out, region
+
+
+def crop_face(
+    frame: np.ndarray, box: Sequence[float], spec: Preprocessing, *, valid: Sequence[float] | None = None
+) -> np.ndarray:
+    """Cut the face at ``box`` out of the full-resolution RGB ``frame`` following ``spec``'s crop rule.
+
+    ``valid`` (x1, y1, x2, y2 in ``frame`` pixels; None = the whole frame) is the part of ``frame`` that shows
+    the scene: a saved training crop records it (its zero padding lies outside), so that ``clip`` cuts at the
+    original frame's edge exactly as inference does on the full frame, and ``pad`` zero-fills the same area.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) frame, got shape {frame.shape}")
+    if spec.crop_border == "pad":
+        return padded_square_crop(frame, box, spec.crop_margin, valid=valid)[0]
+    _, (cx1, cy1, cx2, cy2) = _square_in_frame(frame.shape, box, spec.crop_margin, valid)
+    return np.ascontiguousarray(frame[cy1:cy2, cx1:cx2])
 
 
 def resize_face(crop: np.ndarray, spec: Preprocessing) -> np.ndarray:
@@ -171,13 +232,68 @@ def to_tensor(faces: np.ndarray | Sequence[np.ndarray], spec: Preprocessing) -> 
     return x.contiguous()
 
 
+class FacePreprocessor:
+    """The one path from (image, face box) to the model's input, built from a checkpoint's contract.
+
+    Inference (:class:`cevit.inference.pipeline.Detector`), training and validation
+    (:mod:`cevit.training.data`), evaluation of face indexes (:mod:`cevit.evaluation.runner`) and the SBI
+    preview all call it, so a face becomes the same tensor everywhere:
+
+    * :meth:`crop` — crop (:func:`crop_face`, with the image's valid region when it is a saved crop) and resize
+      (:func:`resize_face`) to ``(S, S, 3)`` uint8 RGB;
+    * :meth:`to_tensor` — stack resized faces into the model's float input ``(N, 3, S, S)``;
+    * calling it does both for a list of (image, box) pairs.
+
+    ``resize_mode`` in :meth:`crop` overrides the contract's mode for one face (the training augmentation that
+    sometimes uses ``isotropic_pad``); everything else comes from ``spec``.
+    """
+
+    def __init__(self, *, spec: Preprocessing) -> None:
+        self.spec = spec
+        self._iso = spec if spec.resize_mode == "isotropic_pad" else replace(spec, resize_mode="isotropic_pad")
+        self._stretch = spec if spec.resize_mode == "stretch" else replace(spec, resize_mode="stretch")
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    def __repr__(self) -> str:
+        return f"FacePreprocessor(spec={self.spec!r})"
+
+    def crop(
+        self, image: np.ndarray, box: Sequence[float], *, valid: Sequence[float] | None = None,
+        resize_mode: Literal["stretch", "isotropic_pad"] | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """The face at ``box`` of ``image`` cropped and resized: ``(S, S, 3)`` uint8 RGB.
+
+        Raises ``ValueError`` for an unusable box (see the module docstring).
+        """
+        spec = self.spec
+        if resize_mode is not None and resize_mode != spec.resize_mode:
+            if resize_mode not in ("stretch", "isotropic_pad"):
+                raise ValueError(f"resize_mode must be stretch or isotropic_pad, got {resize_mode!r}")
+            spec = self._iso if resize_mode == "isotropic_pad" else self._stretch
+        return resize_face(crop_face(image, box, spec, valid=valid), spec)
+
+    def to_tensor(self, faces: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """Resized faces ``(N, S, S, 3)`` uint8 RGB → the model's input ``(N, 3, S, S)`` float32."""
+        if not isinstance(faces, np.ndarray) and len(faces) == 0:
+            return torch.empty((0, 3, self.spec.input_size, self.spec.input_size))
+        return to_tensor(faces, self.spec)
+
+    def __call__(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]],
+        *, valid: Sequence[Sequence[float] | None] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Crop, resize and tensorise one face per (image, box) pair → ``(N, 3, S, S)``."""
+        if len(images) != len(boxes) or (valid is not None and len(valid) != len(boxes)):
+            raise ValueError("images, boxes (and valid regions) must have the same length")
+        regions = valid if valid is not None else [None] * len(boxes)
+        return self.to_tensor([self.crop(im, b, valid=v) for im, b, v in zip(images, boxes, regions)])
+
+
 def preprocess_faces(
     frames: Sequence[np.ndarray], boxes: Sequence[Sequence[float]], spec: Preprocessing
 ) -> torch.Tensor:
-    """Crop, resize and tensorise one face per (frame, box) pair: the single path used everywhere."""
-    if len(frames) != len(boxes):
-        raise ValueError("frames and boxes must have the same length")
-    if not boxes:
-        return torch.empty((0, 3, spec.input_size, spec.input_size))
-    faces = [resize_face(crop_face(f, b, spec), spec) for f, b in zip(frames, boxes)]
-    return to_tensor(faces, spec)
+    """Crop, resize and tensorise one face per (frame, box) pair: ``FacePreprocessor(spec=spec)(frames, boxes)``."""
+    return FacePreprocessor(spec=spec)(frames, boxes)

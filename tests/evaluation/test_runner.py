@@ -78,7 +78,7 @@ def test_cli_evaluate(tiny_checkpoint, face_rgb, tmp_path, capsys):
 
 
 def test_face_index_evaluation(detector, face_rgb, tmp_path):
-    from cevit.training.extract import ExtractConfig, extract_faces
+    from cevit.data.extract import ExtractConfig, extract_faces
 
     data = _test_set(tmp_path / "set", face_rgb)
     extract_faces(data, tmp_path / "faces", config=ExtractConfig(num_frames=3))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cevit.training.data import INDEX_COLUMNS, read_index, split_rows
+from cevit.data import INDEX_COLUMNS, read_index
+from cevit.training.data import split_rows
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "index_train_labelled.py"
 

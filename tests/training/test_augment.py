@@ -56,7 +56,7 @@ def test_full_pipeline_keeps_shape_dtype_and_is_deterministic(seed: int) -> None
     outs = []
     for _ in range(2):
         rng = np.random.default_rng(seed)
-        im, box, lm = augment_geometry(img, BOX, LMS, rng=rng, config=ALL_ON)
+        im, box, lm, _ = augment_geometry(img, BOX, LMS, rng=rng, config=ALL_ON)
         im = augment_photometric(im, rng=rng, config=ALL_ON, scale=1.5)
         iso = choose_resize_mode(rng, ALL_ON)
         assert im.shape == img.shape and im.dtype == np.uint8
@@ -79,8 +79,8 @@ def test_different_generators_give_different_images_and_input_untouched() -> Non
 def test_disabled_or_zero_probabilities_are_identity() -> None:
     img = face(2)
     off = AugmentSection(enabled=False)
-    im, box, lm = augment_geometry(img, BOX, LMS, rng=np.random.default_rng(0), config=off)
-    assert np.array_equal(im, img) and box == BOX and np.array_equal(lm, LMS)
+    im, box, lm, valid = augment_geometry(img, BOX, LMS, rng=np.random.default_rng(0), config=off, valid=(4, 5, 90, 96))
+    assert np.array_equal(im, img) and box == BOX and np.array_equal(lm, LMS) and valid == (4, 5, 90, 96)
     assert np.array_equal(augment_photometric(img, rng=np.random.default_rng(0), config=off), img)
     zero = AugmentSection(hflip_prob=0, ssr_prob=0, color_jitter_prob=0, blur_prob=0, noise_prob=0, jpeg_prob=0)
     assert np.array_equal(augment_photometric(img, rng=np.random.default_rng(0), config=zero), img)
@@ -117,6 +117,27 @@ def test_shift_scale_rotate_moves_landmarks_with_the_pixels(
     out, box, _ = shift_scale_rotate(img, BOX, None, shift=shift, scale=scale, angle=angle)
     x, y = brightest(out)
     assert abs(x - (box[0] + box[2]) / 2) < 1.0 and abs(y - (box[1] + box[3]) / 2) < 1.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_valid_region_moves_with_the_pixels(seed: int) -> None:
+    """A saved crop whose left 30 columns are padding: after any flip / shift-scale-rotate, the pixels outside the
+    returned valid region are (almost all) zeros, and those inside are (almost all) content, up to the rotation's
+    corner wedges and a one-pixel border of interpolation."""
+    img = np.full((96, 96, 3), 200, np.uint8)
+    img[:, :30] = 0
+    config = AugmentSection(hflip_prob=0.5, ssr_prob=1.0)
+    out, _, _, valid = augment_geometry(
+        img, BOX, LMS, rng=np.random.default_rng(seed), config=config, valid=(30, 0, 96, 96)
+    )
+    x1, y1, x2, y2 = (int(round(v)) for v in valid)
+    assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 96
+    content = out[..., 0] > 100
+    inside = np.zeros(content.shape, bool)
+    inside[y1:y2, x1:x2] = True
+    assert content[~inside].sum() <= 2 * 96  # at most the interpolated border lies outside
+    wedges = 0.5 * (y2 - y1) * (x2 - x1) * 0.4  # generous bound on the zero corners a <= 15 degree turn adds
+    assert (~content[inside]).sum() <= wedges + 2 * 96
 
 
 def test_photometric_primitives() -> None:

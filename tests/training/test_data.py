@@ -11,18 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from cevit.data import INDEX_COLUMNS, FaceRow, read_index
 from cevit.errors import ConfigError
 from cevit.preprocess import Preprocessing
 from cevit.training.config import AugmentSection, DataSection
 from cevit.training.data import (
-    INDEX_COLUMNS,
     EpochBatchSampler,
-    FaceRow,
     LabelledFaceDataset,
     SBIFaceDataset,
     collate_sbi_pairs,
     prepare_data,
-    read_index,
     split_rows,
 )
 
@@ -241,7 +239,7 @@ def test_prepare_data_counts_and_modes(tmp_path: Path) -> None:
 
 
 def test_filter_rows_by_face_index_size_and_probability():
-    from cevit.training.data import FaceRow, filter_rows
+    from cevit.training.data import filter_rows
 
     def row(face_index, side, prob):
         return FaceRow(crop_path="x.png", source="s", frame_index=0, timestamp=None, face_index=face_index,
@@ -304,3 +302,32 @@ def test_sources_of_items_and_file_size_check(tmp_path: Path, caplog: pytest.Log
     with caplog.at_level(logging.INFO, logger="cevit"):
         assert log_file_size_check(reals) == {}  # one class: nothing to separate
     assert "separates" not in caplog.text
+
+
+@pytest.mark.parametrize("border", ["clip", "pad"])
+def test_saved_crop_at_the_frame_edge_trains_on_what_inference_sees(tmp_path: Path, border: str) -> None:
+    """extract-faces' saved crop + its valid region, read back by the training dataset, gives exactly the tensor
+    inference makes from the full frame, also for a face at the frame's edge (where the saved crop is padded)."""
+    import dataclasses
+
+    from cevit.data import save_face_crop, write_index
+    from cevit.preprocess import FacePreprocessor
+
+    frame = np.random.default_rng(0).integers(1, 255, size=(100, 120, 3), dtype=np.uint8)
+    box = (2.0, 10.0, 50.0, 62.0)  # near the left edge: the contract's square leaves the frame
+    spec = Preprocessing(input_size=32, crop_margin=0.2, crop_border=border)
+    expected = FacePreprocessor(spec=spec)([frame], [box])[0]
+
+    saved = save_face_crop(frame, box, [], margin=0.6, max_size=1000)  # no downscaling: pixel-exact
+    assert saved.valid[0] > 0  # the saved crop is padded on the left
+    cv2.imwrite(str(tmp_path / "f.png"), saved.image[:, :, ::-1])
+    row = {"crop_path": "f.png", "source": "v.mp4", "label": "real", "x1": saved.box[0], "y1": saved.box[1],
+           "x2": saved.box[2], "y2": saved.box[3], "vx1": saved.valid[0], "vy1": saved.valid[1],
+           "vx2": saved.valid[2], "vy2": saved.valid[3]}  # fmt: skip
+    write_index(tmp_path / "index.csv", [row])
+    (face_row,) = read_index(tmp_path / "index.csv")
+    x, _, _ = LabelledFaceDataset([face_row], spec=spec)[0]
+    assert torch.equal(x, expected)
+    # without the valid region (indexes written before it existed) clip keeps the padding as black bands
+    old_x, _, _ = LabelledFaceDataset([dataclasses.replace(face_row, valid=None)], spec=spec)[0]
+    assert torch.equal(old_x, expected) == (border == "pad")

@@ -18,9 +18,9 @@ import torch
 
 from cevit.checkpoint import file_sha256, load_checkpoint, portable_paths
 from cevit.config import from_dict, to_dict
+from cevit.data import INDEX_COLUMNS
 from cevit.errors import CheckpointError, ConfigError
 from cevit.training.config import ScheduleSection, TrainConfig, load_train_config
-from cevit.training.data import INDEX_COLUMNS
 from cevit.training.trainer import LOG_FIELDS, Trainer, TrainResult, _build_optimizer, lr_factor, train
 
 TINY = dict(image_size=64, depth=1, sm_enc_depth=1, lg_enc_depth=1, cross_attn_depth=1, sm_enc_heads=2,

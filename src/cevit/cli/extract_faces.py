@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cevit.cli.progress import progress_bar
+    from cevit.data.extract import ExtractConfig, extract_faces
     from cevit.errors import ConfigError
-    from cevit.training.extract import ExtractConfig, extract_faces
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")

@@ -293,12 +293,12 @@ def evaluate_face_index(
     detector: DetectorProtocol, index: Path, *, progress: Callable[[int, int], None] | None = None
 ) -> list[ItemResult]:
     """Score the crops of a face index; one :class:`ItemResult` per source media item."""
+    from cevit.data import load_crop, read_index
     from cevit.inference.aggregation import aggregate
-    from cevit.preprocess import crop_face, resize_face
-    from cevit.training.data import load_crop, read_index
+    from cevit.preprocess import FacePreprocessor
 
     rows = read_index(index)
-    spec = detector.preprocessing
+    preprocessor = FacePreprocessor(spec=detector.preprocessing)
     by_source: dict[str, list[Any]] = {}
     for r in rows:
         by_source.setdefault(r.source, []).append(r)
@@ -313,7 +313,11 @@ def evaluate_face_index(
             if image is None:
                 log.warning("%s: missing or unreadable crop", r.crop_path)
                 continue
-            crops.append(resize_face(crop_face(image, r.box, spec), spec))
+            try:
+                crops.append(preprocessor.crop(image, r.box, valid=r.valid))
+            except ValueError as exc:  # a box outside its crop: that face is skipped, the item still counts
+                log.warning("%s: unusable face box: %s", r.crop_path, exc)
+                continue
             kept.append(r)
         if not crops:
             res.error = f"{source}: no readable crop"

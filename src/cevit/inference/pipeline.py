@@ -32,7 +32,7 @@ from cevit.media.image import DEFAULT_MAX_PIXELS
 from cevit.media.probe import DEFAULT_MAX_FRAME_PIXELS
 from cevit.models.cross_efficient_vit import CrossEfficientViT
 from cevit.models.pretrained import Calibration
-from cevit.preprocess import crop_face, resize_face, to_tensor
+from cevit.preprocess import FacePreprocessor
 
 __all__ = ["AnalyzeOptions", "Detector", "load_model", "load_weights", "bundled_weights_path", "resolve_device"]
 
@@ -160,6 +160,8 @@ class Detector:
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.options = options or AnalyzeOptions()
         self.preprocessing = model.preprocessing
+        #: the checkpoint's contract as the one crop -> resize -> tensor path (shared with training and evaluation)
+        self.preprocessor = FacePreprocessor(spec=model.preprocessing)
         #: P(fake) = sigmoid(logit / temperature) (temperature 1: the model's own probability)
         self.calibration = calibration or Calibration()
         info = getattr(model, "checkpoint_info", None)
@@ -183,7 +185,7 @@ class Detector:
         """P(fake) for resized face crops (S, S, 3) uint8 RGB, in batches of ``options.batch_size``."""
         scores: list[float] = []
         for start in range(0, len(faces), self.options.batch_size):
-            x = to_tensor(faces[start : start + self.options.batch_size], self.preprocessing).to(self.device)
+            x = self.preprocessor.to_tensor(faces[start : start + self.options.batch_size]).to(self.device)
             logits = self.model(x).float()
             if self.calibration.temperature != 1.0:
                 logits = logits / self.calibration.temperature
@@ -206,7 +208,7 @@ class Detector:
         for frame, frame_id, found in zip(frames, frame_ids, detections):
             for face_index, face in enumerate(found):
                 try:
-                    crop = resize_face(crop_face(frame, face.box, self.preprocessing), self.preprocessing)
+                    crop = self.preprocessor.crop(frame, face.box)
                 except ValueError as exc:  # degenerate box
                     log.debug("skipping face %s: %s", face.box, exc)
                     continue

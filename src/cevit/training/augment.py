@@ -38,6 +38,8 @@ from cevit.training.config import AugmentSection
 __all__ = [
     "hflip",
     "shift_scale_rotate",
+    "ssr_matrix",
+    "map_region",
     "color_jitter",
     "gaussian_blur",
     "gaussian_noise",
@@ -75,6 +77,28 @@ def hflip(
     return out, (w - x2, y1, w - x1, y2), lm
 
 
+def ssr_matrix(box: Sequence[float], *, shift: tuple[float, float], scale: float, angle: float) -> np.ndarray:
+    """The (2, 3) affine map of :func:`shift_scale_rotate`: rotate by ``angle`` degrees and scale about the box
+    centre, then shift by ``shift`` x box side."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    side = max(x2 - x1, y2 - y1)
+    matrix = cv2.getRotationMatrix2D((cx, cy), float(angle), float(scale))  # (2, 3), about the centre
+    matrix[0, 2] += shift[0] * side
+    matrix[1, 2] += shift[1] * side
+    return matrix
+
+
+def map_region(region: Sequence[float], matrix: np.ndarray, shape: tuple[int, ...]) -> Box:
+    """The axis-aligned bounding box of ``region`` (x1, y1, x2, y2) moved by the affine ``matrix``, clipped to an
+    image of ``shape``. For a rotation it includes the small corner wedges that the warp fills with zeros."""
+    x1, y1, x2, y2 = (float(v) for v in region)
+    corners = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]]) @ matrix[:, :2].T + matrix[:, 2]
+    h, w = shape[:2]
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    return (max(0.0, float(lo[0])), max(0.0, float(lo[1])), min(float(w), float(hi[0])), min(float(h), float(hi[1])))
+
+
 def shift_scale_rotate(
     image: np.ndarray,
     box: Sequence[float],
@@ -90,10 +114,7 @@ def shift_scale_rotate(
     h, w = image.shape[:2]
     x1, y1, x2, y2 = (float(v) for v in box)
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-    side = max(x2 - x1, y2 - y1)
-    matrix = cv2.getRotationMatrix2D((cx, cy), float(angle), float(scale))  # (2, 3), about the centre
-    matrix[0, 2] += shift[0] * side
-    matrix[1, 2] += shift[1] * side
+    matrix = ssr_matrix(box, shift=shift, scale=scale, angle=angle)
     out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=(0, 0, 0))  # fmt: skip
     ncx, ncy = matrix @ np.array([cx, cy, 1.0])
@@ -111,20 +132,31 @@ def augment_geometry(
     *,
     rng: np.random.Generator,
     config: AugmentSection,
-) -> tuple[np.ndarray, Box, np.ndarray | None]:
-    """Random flip and shift-scale-rotate of a saved crop with its face box and (optional) landmarks."""
+    valid: Sequence[float] | None = None,
+) -> tuple[np.ndarray, Box, np.ndarray | None, Box]:
+    """Random flip and shift-scale-rotate of a saved crop with its face box, (optional) landmarks and valid region.
+
+    Returns ``(image, box, landmarks, valid)``; ``valid`` (the part of the crop that shows the original frame,
+    None = all of it) is moved with the image (:func:`map_region`), so the contract's crop still stops at the
+    frame's edge after the transform.
+    """
+    h, w = image.shape[:2]
     out, b, lm = image, tuple(float(v) for v in box), _as_landmarks(landmarks)
+    region: Box = (0.0, 0.0, float(w), float(h)) if valid is None else tuple(float(v) for v in valid)  # type: ignore[assignment]
     if not config.enabled:
-        return out, b, lm  # type: ignore[return-value]
+        return out, b, lm, region  # type: ignore[return-value]
     if rng.random() < config.hflip_prob:
         out, b, lm = hflip(out, b, lm)
+        region = (w - region[2], region[1], w - region[0], region[3])
     if rng.random() < config.ssr_prob:
         shift = (float(rng.uniform(-config.shift_limit, config.shift_limit)),
                  float(rng.uniform(-config.shift_limit, config.shift_limit)))  # fmt: skip
         scale = float(rng.uniform(1.0 - config.scale_limit, 1.0 + config.scale_limit))
         angle = float(rng.uniform(-config.rotate_limit, config.rotate_limit))
+        matrix = ssr_matrix(b, shift=shift, scale=scale, angle=angle)
         out, b, lm = shift_scale_rotate(out, b, lm, shift=shift, scale=scale, angle=angle)
-    return out, b, lm  # type: ignore[return-value]
+        region = map_region(region, matrix, out.shape)
+    return out, b, lm, region  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Training data: face index CSVs → typed rows → leakage-free split → torch datasets.
+"""Training data: face index rows → leakage-free split → torch datasets.
 
-* :func:`read_index` parses a face index (format of ``cevit extract-faces``) into frozen :class:`FaceRow`
-  records; crop paths are resolved against the index file's folder, labels become 0 (real) / 1 (fake).
+* Face indexes (format of ``cevit extract-faces``) are read by the data layer, :func:`cevit.data.read_index`,
+  into frozen :class:`~cevit.data.FaceRow` records (paths resolved, labels 0 real / 1 fake, the saved crop's
+  valid region).
 * :func:`split_rows` splits by **group** only (video id / identity / media stem), never by frame: a row whose
   ``split`` column says ``train`` or ``val`` goes there and takes its whole group with it (a group with both
   explicit ``train`` and ``val`` rows is an error: it would leak); ``test`` rows are left out; every other
@@ -13,11 +14,11 @@
   ``sbi`` mode; :func:`collate_sbi_pairs` makes a batch of 2k samples from k pairs (the k reals, then the k
   pseudo-fakes).
 
-Every item goes through the same steps: read the saved crop, (training) geometric augmentation that moves box
-and landmarks, (SBI) :func:`cevit.training.sbi.self_blend`, (training) photometric augmentation — with the same
-parameters on both images of an SBI pair, so they differ only by the blending — then the model's preprocessing
-contract (:func:`~cevit.preprocess.crop_face`, :func:`~cevit.preprocess.resize_face`,
-:func:`~cevit.preprocess.to_tensor`), exactly as at inference.
+Every item goes through the same steps: read the saved crop, (training) geometric augmentation that moves box,
+landmarks and the crop's valid region, (SBI) :func:`cevit.training.sbi.self_blend`, (training) photometric
+augmentation — with the same parameters on both images of an SBI pair, so they differ only by the blending —
+then the model's preprocessing contract through :class:`~cevit.preprocess.FacePreprocessor` with the valid
+region, exactly as inference does on the full frame.
 
 **Randomness.** Datasets are indexed by ``(epoch, idx)`` tuples (a plain ``idx`` means epoch
 ``fixed_epoch``), and all randomness of an item comes from ``np.random.default_rng([seed, epoch, idx])``, so
@@ -30,11 +31,8 @@ from the original ``(seed, epoch, idx)``, so the fallback is deterministic too.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import hashlib
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,18 +42,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from cevit.data.crops import load_crop
+from cevit.data.index import FaceRow, read_indexes
 from cevit.errors import CevitError, ConfigError
-from cevit.preprocess import Preprocessing, crop_face, resize_face, square_box, to_tensor
+from cevit.preprocess import FacePreprocessor, Preprocessing, square_box
 from cevit.training.config import AugmentSection, DataSection
 from cevit.training.sbi import SBIConfig, self_blend
 
 __all__ = [
-    "INDEX_COLUMNS",
-    "REQUIRED_COLUMNS",
     "VAL_EPOCH",
-    "FaceRow",
-    "read_index",
-    "read_indexes",
     "group_fraction",
     "split_rows",
     "LabelledFaceDataset",
@@ -65,135 +60,12 @@ __all__ = [
     "TrainData",
     "prepare_data",
     "repeat_rows",
-    "load_crop",
 ]
 
 logger = logging.getLogger(__name__)
 
-INDEX_COLUMNS: tuple[str, ...] = (
-    "crop_path", "source", "frame_index", "timestamp", "face_index", "x1", "y1", "x2", "y2",
-    "lm0x", "lm0y", "lm1x", "lm1y", "lm2x", "lm2y", "lm3x", "lm3y", "lm4x", "lm4y",
-    "det_prob", "label", "split", "method", "dataset", "group",
-)  # fmt: skip
-#: Columns without which a row cannot be used; the others default to empty/0.
-REQUIRED_COLUMNS: tuple[str, ...] = ("crop_path", "x1", "y1", "x2", "y2", "label")
-_LM_COLUMNS = INDEX_COLUMNS[9:19]
-_LABELS = {"real": 0, "fake": 1}
-_SPLITS = ("", "train", "val", "test")
 #: The epoch key of validation items: validation pseudo-fakes are the same at every epoch.
 VAL_EPOCH = 1_000_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class FaceRow:
-    """One face of a face index, with paths resolved and values typed."""
-
-    crop_path: str  #: absolute path of the saved crop
-    source: str
-    frame_index: int
-    timestamp: float | None
-    face_index: int
-    box: tuple[float, float, float, float]  #: x1, y1, x2, y2 in the crop's pixels
-    landmarks: tuple[tuple[float, float], ...] | None  #: 5 (x, y) in the crop's pixels, or None
-    det_prob: float
-    label: int  #: 0 real, 1 fake
-    split: str  #: "train", "val", "test" or ""
-    method: str
-    dataset: str
-    group: str  #: the split key (never empty: falls back to the source / crop stem)
-    index_path: str  #: the index file this row came from
-    line: int  #: its line number in that file (header = 1)
-
-    @property
-    def landmarks_array(self) -> np.ndarray | None:
-        return None if self.landmarks is None else np.asarray(self.landmarks, dtype=np.float64)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# reading
-
-
-def _num(value: str, kind: type, *, where: str, column: str) -> Any:
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: column {column!r}: {value!r} is not a valid {kind.__name__}") from None
-    if kind is float and not math.isfinite(out):
-        raise ConfigError(f"{where}: column {column!r}: {value!r} is not finite")
-    return out
-
-
-def read_index(path: str | Path) -> list[FaceRow]:
-    """Parse one face index CSV; errors (ConfigError) name the file, line and column."""
-    path = Path(path)
-    try:
-        fh = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read face index ({exc.strerror or exc})") from None
-    base = path.resolve().parent
-    rows: list[FaceRow] = []
-    with fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ConfigError(f"{path}: not a face index: missing column(s) {', '.join(missing)}")
-        has_lm = all(c in header for c in _LM_COLUMNS)
-        for line_no, rec in enumerate(reader, start=2):
-            where = f"{path}:{line_no}"
-            get = lambda c: (rec.get(c) or "").strip()  # noqa: E731, B023 - called within this iteration only
-            if not any(v for v in rec.values() if isinstance(v, str) and v.strip()):
-                continue  # blank line
-            crop = get("crop_path")
-            if not crop:
-                raise ConfigError(f"{where}: empty crop_path")
-            label_name = get("label").lower()
-            if label_name not in _LABELS:
-                raise ConfigError(f"{where}: label must be 'real' or 'fake', got {get('label')!r}")
-            split = get("split").lower()
-            if split not in _SPLITS:
-                raise ConfigError(f"{where}: split must be train, val, test or empty, got {get('split')!r}")
-            box = tuple(_num(get(c), float, where=where, column=c) for c in ("x1", "y1", "x2", "y2"))
-            if not (box[2] > box[0] and box[3] > box[1]):
-                raise ConfigError(f"{where}: degenerate face box {box}")
-            landmarks = None
-            if has_lm and all(get(c) for c in _LM_COLUMNS):
-                vals = [_num(get(c), float, where=where, column=c) for c in _LM_COLUMNS]
-                landmarks = tuple((vals[2 * i], vals[2 * i + 1]) for i in range(5))
-            source = get("source")
-            group = get("group") or (Path(source).stem if source else Path(crop).stem)
-            crop_path = Path(crop)
-            rows.append(
-                FaceRow(
-                    crop_path=str(crop_path if crop_path.is_absolute() else base / crop_path),
-                    source=source,
-                    frame_index=_num(get("frame_index") or "0", int, where=where, column="frame_index"),
-                    timestamp=_num(get("timestamp"), float, where=where, column="timestamp")
-                    if get("timestamp")
-                    else None,
-                    face_index=_num(get("face_index") or "0", int, where=where, column="face_index"),
-                    box=box,  # type: ignore[arg-type]
-                    landmarks=landmarks,
-                    det_prob=_num(get("det_prob") or "1", float, where=where, column="det_prob"),
-                    label=_LABELS[label_name],
-                    split=split,
-                    method=get("method"),
-                    dataset=get("dataset"),
-                    group=group,
-                    index_path=str(path),
-                    line=line_no,
-                )
-            )
-    logger.info("read %d faces from %s", len(rows), path)
-    return rows
-
-
-def read_indexes(paths: Sequence[str | Path]) -> list[FaceRow]:
-    """All rows of several face indexes, in order."""
-    rows: list[FaceRow] = []
-    for p in paths:
-        rows.extend(read_index(p))
-    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -262,22 +134,6 @@ def _cap(rows: list[FaceRow], cap: int | None, seed: int, stream: int) -> list[F
 # datasets
 
 
-def load_crop(path: str) -> np.ndarray | None:
-    """A saved crop as uint8 RGB (H, W, 3), or None when missing or undecodable."""
-    import cv2
-
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    if buf.size == 0:
-        return None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None or img.ndim != 3 or img.shape[0] < 2 or img.shape[1] < 2:
-        return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 class _FaceItems(Dataset):
     """Shared machinery: crop loading with warn-once-and-skip, per-item generators, the contract."""
 
@@ -293,7 +149,7 @@ class _FaceItems(Dataset):
     ) -> None:
         self.rows = list(rows)
         self.spec = spec
-        self.iso_spec = dataclasses.replace(spec, resize_mode="isotropic_pad")
+        self.preprocessor = FacePreprocessor(spec=spec)
         self.augment = augment if augment is not None and augment.enabled else None
         self.seed = int(seed)
         self.sbi_config = sbi_config
@@ -354,19 +210,23 @@ class _FaceItems(Dataset):
 
     # the per-image pipeline
     def _geometry(self, image: np.ndarray, row: FaceRow, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+        """(image, box, landmarks, valid region) after the geometric augmentation (training only)."""
         from cevit.training.augment import augment_geometry
 
         if self.augment is None:
-            return image, row.box, row.landmarks_array
-        return augment_geometry(image, row.box, row.landmarks_array, rng=rng, config=self.augment)
+            return image, row.box, row.landmarks_array, row.valid
+        return augment_geometry(image, row.box, row.landmarks_array, rng=rng, config=self.augment, valid=row.valid)
 
     def _finish(
-        self, images: Sequence[np.ndarray], box: Sequence[float], rng: np.random.Generator
-    ) -> list[torch.Tensor]:
-        """Photometric augmentation (same parameters for every image) and the contract, per image."""
+        self, images: Sequence[np.ndarray], box: Sequence[float], valid: Sequence[float] | None,
+        rng: np.random.Generator,
+    ) -> list[torch.Tensor]:  # fmt: skip
+        """Photometric augmentation (same parameters for every image), then the contract
+        (:class:`~cevit.preprocess.FacePreprocessor`, with the crop's valid region), per image."""
         from cevit.training.augment import augment_photometric, choose_resize_mode
 
         spec = self.spec
+        resize_mode = None
         if self.augment is not None:
             side = square_box(box, spec.crop_margin)
             scale = (side[2] - side[0]) / spec.input_size
@@ -374,9 +234,9 @@ class _FaceItems(Dataset):
             images = [augment_photometric(im, rng=np.random.default_rng(child), config=self.augment, scale=scale)
                       for im in images]  # fmt: skip
             if choose_resize_mode(rng, self.augment):
-                spec = self.iso_spec
-        faces = [resize_face(crop_face(im, box, spec), spec) for im in images]
-        return list(to_tensor(np.stack(faces), self.spec))
+                resize_mode = "isotropic_pad"
+        faces = [self.preprocessor.crop(im, box, valid=valid, resize_mode=resize_mode) for im in images]
+        return list(self.preprocessor.to_tensor(np.stack(faces)))
 
 
 class LabelledFaceDataset(_FaceItems):
@@ -429,12 +289,12 @@ class LabelledFaceDataset(_FaceItems):
         image = self._image(row)
         if image is None:
             return None
-        image, box, lm = self._geometry(image, row, rng)
+        image, box, lm, valid = self._geometry(image, row, rng)
         label = row.label
         if sbi:
             image = self_blend(image, lm, rng=rng, config=self.sbi_config).fake
             label = 1
-        (x,) = self._finish([image], box, rng)
+        (x,) = self._finish([image], box, valid, rng)
         return x, torch.tensor(float(label)), j
 
 
@@ -472,9 +332,9 @@ class SBIFaceDataset(_FaceItems):
         image = self._image(row)
         if image is None:
             return None
-        image, box, lm = self._geometry(image, row, rng)
+        image, box, lm, valid = self._geometry(image, row, rng)
         blend = self_blend(image, lm, rng=rng, config=self.sbi_config)
-        real, fake = self._finish([blend.real, blend.fake], box, rng)
+        real, fake = self._finish([blend.real, blend.fake], box, valid, rng)
         return real, fake, j
 
 

@@ -18,7 +18,7 @@ def collect_faces(source: str | Path, *, count: int = 8, seed: int = 0) -> list[
     source = Path(source)
     rng = np.random.default_rng(seed)
     if source.suffix.lower() == ".csv":
-        from cevit.training.data import load_crop, read_index
+        from cevit.data import load_crop, read_index
 
         rows = [r for r in read_index(source) if r.label == 0 and r.landmarks is not None]
         if not rows:
@@ -31,9 +31,9 @@ def collect_faces(source: str | Path, *, count: int = 8, seed: int = 0) -> list[
             if len(out) == count:
                 break
         return out
+    from cevit.data import save_face_crop
     from cevit.faces import MTCNN
     from cevit.media import iter_media_files, load_image, sniff_media_type
-    from cevit.training.extract import save_face_crop
 
     files = [f for f in iter_media_files([str(source)]) if sniff_media_type(f) == "image"]
     detector = MTCNN()
@@ -42,8 +42,8 @@ def collect_faces(source: str | Path, *, count: int = 8, seed: int = 0) -> list[
         image = load_image(files[i])
         faces = detector.detect_one(image)
         if faces:
-            crop, _, lms = save_face_crop(image, faces[0].box, faces[0].landmarks, margin=0.6, max_size=320)
-            out.append((crop, np.asarray(lms)))
+            saved = save_face_crop(image, faces[0].box, faces[0].landmarks, margin=0.6, max_size=320)
+            out.append((saved.image, np.asarray(saved.landmarks)))
         if len(out) == count:
             break
     if not out:

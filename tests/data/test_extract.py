@@ -10,8 +10,9 @@ from PIL import Image
 
 from cevit.cli.main import main
 from cevit.errors import ConfigError
-from cevit.training.extract import INDEX_COLUMNS, ExtractConfig, extract_faces, save_face_crop
-from cevit.training.layouts import discover
+from cevit.data import INDEX_COLUMNS, save_face_crop
+from cevit.data.extract import ExtractConfig, extract_faces
+from cevit.data.layouts import discover
 from conftest import write_test_video
 
 
@@ -72,12 +73,27 @@ def test_extract_resumes_and_skips_done_items(tmp_path, face_rgb):
 def test_save_face_crop_maps_coordinates():
     frame = np.zeros((200, 300, 3), np.uint8)
     frame[50:150, 100:180] = 255
-    crop, box, lms = save_face_crop(frame, (100, 50, 180, 150), [(120, 80), (160, 80), (140, 100), (125, 130), (155, 130)],
-                                    margin=0.5, max_size=75)  # fmt: skip
-    assert crop.shape == (75, 75, 3)
+    saved = save_face_crop(frame, (100, 50, 180, 150), [(120, 80), (160, 80), (140, 100), (125, 130), (155, 130)],
+                           margin=0.5, max_size=75)  # fmt: skip
+    assert saved.image.shape == (75, 75, 3)
     # side 100 * 1.5 = 150 -> scale 0.5; box centred
-    assert box == pytest.approx((17.5, 12.5, 57.5, 62.5), abs=0.6)
-    assert lms[0] == pytest.approx((27.5, 27.5), abs=0.6)
+    assert saved.box == pytest.approx((17.5, 12.5, 57.5, 62.5), abs=0.6)
+    assert saved.landmarks[0] == pytest.approx((27.5, 27.5), abs=0.6)
+    # the square (65..215, 25..175) lies inside the 300x200 frame: all of it is valid
+    assert saved.valid == pytest.approx((0, 0, 75, 75))
+
+
+def test_save_face_crop_records_the_in_frame_region_at_the_edge():
+    frame = np.full((100, 120, 3), 200, np.uint8)
+    # a face touching the left and top edges: its 1.6x square (side 64) starts at (-12, -14) in the frame
+    saved = save_face_crop(frame, (0, 0, 40, 36), [], margin=0.6, max_size=1000)
+    assert saved.image.shape == (64, 64, 3)
+    x1, y1, x2, y2 = (int(v) for v in saved.valid)
+    assert (x1, y1, x2, y2) == (12, 14, 64, 64)
+    assert (saved.image[y1:y2, x1:x2] == 200).all()  # the frame's pixels
+    outside = np.ones(saved.image.shape[:2], bool)
+    outside[y1:y2, x1:x2] = False
+    assert (saved.image[outside] == 0).all()  # zero padding everywhere else
 
 
 def test_flat_folder_needs_a_label_and_groups_by_identity(tmp_path, face_rgb):

@@ -1,10 +1,12 @@
 """``cevit extract-faces``: turn a dataset of images/videos into face crops on disk plus an index (CSV).
 
-For every media item (see :mod:`cevit.training.layouts`), ``num_frames`` frames are sampled evenly (images: the
+For every media item (see :mod:`cevit.data.layouts`), ``num_frames`` frames are sampled evenly (images: the
 image), MTCNN finds all faces, and each face is saved as a crop: its box made square, grown by
-``save_margin`` × side (zero padding outside the frame) and downscaled so its side is at most ``save_size``.
-The index row stores the face box and 5 landmarks **in the crop's pixel coordinates**, so training re-crops
-each face with the model's own preprocessing contract, exactly like inference does.
+``save_margin`` × side (zero padding outside the frame) and downscaled so its side is at most ``save_size``
+(:func:`cevit.data.crops.save_face_crop`). The index row (:mod:`cevit.data.index`) stores the face box, 5
+landmarks and the crop's valid region (the part that shows the frame) **in the crop's pixel coordinates**, so
+training re-crops each face with the model's own preprocessing contract, exactly like inference does on the
+full frame.
 
 Crops go to ``OUT/crops/<dataset>/<method or label>/<source path without extension>/f<frame>_<face>.<ext>``:
 different methods never overwrite each other. The run is resumable: every finished item is appended (and
@@ -28,18 +30,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cevit.data.crops import save_face_crop
+from cevit.data.index import write_index
+from cevit.data.layouts import MediaItem, discover
 from cevit.errors import CevitError, ConfigError
-from cevit.training.layouts import MediaItem, discover
 
-__all__ = ["INDEX_COLUMNS", "ExtractConfig", "ExtractSummary", "save_face_crop", "extract_item", "extract_faces"]
+__all__ = ["ExtractConfig", "ExtractSummary", "extract_item", "extract_faces"]
 
 log = logging.getLogger(__name__)
-
-INDEX_COLUMNS = (
-    "crop_path", "source", "frame_index", "timestamp", "face_index", "x1", "y1", "x2", "y2",
-    "lm0x", "lm0y", "lm1x", "lm1y", "lm2x", "lm2y", "lm3x", "lm3y", "lm4x", "lm4y",
-    "det_prob", "label", "split", "method", "dataset", "group",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,32 +73,6 @@ class ExtractSummary:
     seconds: float
 
 
-def save_face_crop(
-    frame: np.ndarray, box: tuple[float, ...], landmarks: Iterable[tuple[float, float]], *, margin: float, max_size: int
-) -> tuple[np.ndarray, tuple[float, float, float, float], list[tuple[float, float]]]:
-    """Square crop around ``box`` grown by ``margin`` (zero-padded), downscaled to ``max_size``; coords mapped."""
-    import cv2
-
-    from cevit.preprocess import square_box
-
-    h, w = frame.shape[:2]
-    x1, y1, x2, y2 = square_box(box, margin)
-    crop = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
-    cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-    if cx2 > cx1 and cy2 > cy1:
-        crop[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1] = frame[cy1:cy2, cx1:cx2]
-    scale = min(1.0, max_size / crop.shape[0])
-    if scale < 1.0:
-        side = max(1, int(round(crop.shape[0] * scale)))
-        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
-        scale = side / (y2 - y1)
-    bx = tuple(
-        float(v) for v in ((box[0] - x1) * scale, (box[1] - y1) * scale, (box[2] - x1) * scale, (box[3] - y1) * scale)
-    )
-    lms = [((float(x) - x1) * scale, (float(y) - y1) * scale) for x, y in landmarks]
-    return crop, bx, lms  # type: ignore[return-value]
-
-
 def _crop_dir(item: MediaItem) -> Path:
     rel = Path(item.rel)
     return Path("crops") / item.dataset / (item.method or item.label) / rel.parent / rel.stem
@@ -130,20 +102,25 @@ def extract_item(item: MediaItem, out_dir: Path, cfg: ExtractConfig, detector: A
             if cfg.max_faces_per_frame:
                 faces = faces[: cfg.max_faces_per_frame]
             for k, face in enumerate(faces):
-                crop, box, lms = save_face_crop(
-                    img, face.box, face.landmarks, margin=cfg.save_margin, max_size=cfg.save_size
-                )
+                try:
+                    saved = save_face_crop(
+                        img, face.box, face.landmarks, margin=cfg.save_margin, max_size=cfg.save_size
+                    )
+                except ValueError as exc:  # a degenerate box: skip the face, keep the item
+                    log.debug("%s frame %d: skipping face %d: %s", item.rel, frame_index, k, exc)
+                    continue
                 name = crop_dir / f"f{frame_index:06d}_{k}.{cfg.crop_format}"
                 params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.crop_format == "jpg" else []
-                if not cv2.imwrite(str(out_dir / name), crop[:, :, ::-1], params):
+                if not cv2.imwrite(str(out_dir / name), saved.image[:, :, ::-1], params):
                     raise CevitError(f"{out_dir / name}: cannot write crop")
+                box, valid = saved.box, saved.valid
                 row = {"crop_path": name.as_posix(), "source": item.rel, "frame_index": frame_index,
                        "timestamp": "" if ts is None else round(ts, 4), "face_index": k,
-                       "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}  # fmt: skip
-                for j, (x, y) in enumerate(lms):
+                       "x1": round(box[0], 2), "y1": round(box[1], 2), "x2": round(box[2], 2), "y2": round(box[3], 2),
+                       "vx1": round(valid[0], 2), "vy1": round(valid[1], 2),
+                       "vx2": round(valid[2], 2), "vy2": round(valid[3], 2)}  # fmt: skip
+                for j, (x, y) in enumerate(saved.landmarks):
                     row[f"lm{j}x"], row[f"lm{j}y"] = round(x, 2), round(y, 2)
-                for key in ("x1", "y1", "x2", "y2"):
-                    row[key] = round(row[key], 2)
                 row.update(det_prob=round(face.probability, 5), label=item.label, split=item.split,
                            method=item.method, dataset=item.dataset, group=item.group)  # fmt: skip
                 rows.append(row)
@@ -201,18 +178,8 @@ def _read_progress(path: Path) -> dict[str, dict[str, Any]]:
 
 def _write_index(out_dir: Path, items: list[MediaItem], records: dict[str, dict[str, Any]]) -> tuple[Path, int]:
     index = out_dir / "index.csv"
-    tmp = index.with_suffix(".csv.tmp")
-    n = 0
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for item in items:
-            rec = records.get(item.rel)
-            if rec and rec["status"] == "ok":
-                for row in rec["rows"]:
-                    writer.writerow(row)
-                    n += 1
-    os.replace(tmp, index)
+    ok = (records.get(item.rel) for item in items)
+    n = write_index(index, (row for rec in ok if rec and rec["status"] == "ok" for row in rec["rows"]))
     failures = [records[it.rel] for it in items if it.rel in records and records[it.rel]["status"] == "failed"]
     with open(out_dir / "failures.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
