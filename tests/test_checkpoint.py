@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,3 +221,11 @@ def test_provenance_never_stores_absolute_paths(small_model, tmp_path, monkeypat
     assert prov["init"]["checkpoint"] == ".../stage2/best.safetensors" and prov["note"] == "a / b, not a path"
     assert "/home/" not in json.dumps(prov) and str(tmp_path) not in json.dumps(prov)
     assert portable_paths({"k": [1, None, "rel/x"]}) == {"k": [1, None, "rel/x"]}
+
+
+def test_unwritable_output_is_a_checkpoint_error(small_model, tmp_path):
+    (tmp_path / "file").write_text("in the way")
+    for bad in (tmp_path / "file" / "out.safetensors", Path("/proc/cevit-test/out.safetensors"), Path("/proc/x.st")):
+        with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+            save_checkpoint(small_model, bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

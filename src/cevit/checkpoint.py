@@ -122,6 +122,7 @@ def save_checkpoint(
     used; without it, the inference config of a model loaded from a checkpoint (``model.checkpoint_info``) is kept,
     so re-saving a loaded model never drops its calibration or operating point.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -158,10 +159,16 @@ def save_checkpoint(
         metadata["inference"] = json.dumps(to_dict(inference), sort_keys=True)
     if weights_tag is not None:
         metadata["weights_tag"] = json.dumps(weights_tag)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the final name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the final name
+    except (OSError, SafetensorError) as exc:  # a missing or read-only folder, a file in the way, a full disk
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({why})") from None
     digest = file_sha256(path)
     log.info("saved checkpoint %s (sha256 %s)", path, digest)
     return digest
