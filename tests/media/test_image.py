@@ -14,6 +14,7 @@ from PIL import Image, ImageFile
 
 from cevit.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
 from cevit.media import load_image, probe_image
+from conftest import require_shared
 
 
 def pattern(height: int = 24, width: int = 32) -> np.ndarray:
@@ -314,8 +315,7 @@ def test_shared_photos(shared_dir: Path) -> None:
     """Every shared photo loads as upright RGB; evaluation images match their manifest's size."""
     data = shared_dir / "data"
     manifest = data / "eval_public" / "MANIFEST.tsv"
-    if not manifest.is_file():
-        pytest.skip(f"shared evaluation data absent ({manifest})")
+    require_shared(manifest.relative_to(shared_dir))  # skips without shared/; fails under CI=true if it is lost
     lines = manifest.read_text(encoding="utf-8").splitlines()
     header = lines[0].split("\t")
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]

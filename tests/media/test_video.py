@@ -16,6 +16,7 @@ import pytest
 from cevit.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
 from cevit.media import DEFAULT_MAX_FRAME_PIXELS, DecodeStats, probe_video, rotate_upright, sample_frames
 from cevit.media import video as video_module
+from conftest import require_shared
 
 H264 = "libx264" in av.codecs_available
 CODEC = "libx264" if H264 else "mpeg4"
@@ -423,8 +424,7 @@ def test_shared_public_videos(shared_dir: Path) -> None:
     """Every video of the shared evaluation set probes consistently with its manifest and samples."""
     folder = shared_dir / "data" / "eval_public"
     manifest = folder / "MANIFEST.tsv"
-    if not manifest.is_file():
-        pytest.skip(f"shared evaluation data absent ({manifest})")
+    require_shared(manifest.relative_to(shared_dir))  # skips without shared/; fails under CI=true if it is lost
     lines = manifest.read_text(encoding="utf-8").splitlines()
     header = lines[0].split("\t")
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]
