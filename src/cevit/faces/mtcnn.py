@@ -32,8 +32,13 @@ Implementation choices (cevit's, not the paper's):
   photos it gave fewer low-confidence false positives than bilinear enlarging (the astronaut sample, for
   one, gets a spurious 0.87 "face" on the suit collar with bilinear crops), and bilinear shrinking would
   alias on large faces.
-* Frames whose longer side exceeds ``max_side`` are detected on an area-downscaled copy; boxes and landmarks
-  are mapped back to the original frame's pixel coordinates.
+* Frames whose longer side exceeds ``max_side`` are detected on an area-downscaled copy (``refine="working"``,
+  the default). With ``refine="full"`` only P-Net (the pyramid, the costly stage) runs on the copy: its
+  candidates are mapped to the original frame and R-Net and O-Net score crops of the **original** pixels, at
+  almost no extra cost (their crops have a fixed size). On the 21 public videos both settings found every
+  confident face (p >= 0.95) of a full-resolution run in all 630 sampled frames (see
+  ``benchmarks/detection_recall.py``), so the default stays as the shipped weights were measured with.
+  Boxes and landmarks are always in the original frame's pixel coordinates.
 * Frames of equal (working) size go through P-Net together; the R-Net crops of all frames form one batch,
   as do the O-Net crops. Each batch is fed to its net in sub-batches (:data:`CPU_CHUNKS`) that fit the CPU
   caches, which is markedly faster on CPU than one huge forward call.
@@ -384,8 +389,10 @@ class MTCNN:
             downscaling) the pyramid looks for.
         thresholds: face-probability thresholds of P-Net, R-Net and O-Net.
         factor: scale step of the image pyramid (0 < factor < 1).
-        max_side: frames whose longer side exceeds this are detected on an area-downscaled copy with that
+        max_side: frames whose longer side exceeds this go through P-Net on an area-downscaled copy with that
             longer side (results are mapped back to the original pixels); ``None`` never downscales.
+        refine: where R-Net and O-Net crop the candidates of a downscaled frame: ``"working"`` from the
+            downscaled copy, ``"full"`` from the original frame (no effect on frames that were not downscaled).
         device: torch device the networks run on.
         weights_path: a safetensors file with ``pnet.*``, ``rnet.*``, ``onet.*`` tensors; ``None`` loads the
             weights packaged with cevit (``cevit/faces/data/mtcnn.safetensors``).
@@ -402,6 +409,7 @@ class MTCNN:
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         factor: float = 0.709,
         max_side: int | None = 1280,
+        refine: Literal["full", "working"] = "working",
         device: str | torch.device = "cpu",
         weights_path: str | Path | None = None,
     ) -> None:
@@ -417,7 +425,10 @@ class MTCNN:
         self.min_face_size = float(min_face_size)
         self.thresholds: tuple[float, float, float] = thresholds  # type: ignore[assignment]
         self.factor = float(factor)
+        if refine not in ("full", "working"):
+            raise ConfigError(f"MTCNN refine must be 'full' or 'working', got {refine!r}")
         self.max_side = None if max_side is None else int(max_side)
+        self.refine: Literal["full", "working"] = refine
         self.device = torch.device(device)
         self.chunks = dict(CPU_CHUNKS if self.device.type == "cpu" else DEVICE_CHUNKS)
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
@@ -492,6 +503,12 @@ class MTCNN:
         try:
             with torch.inference_mode():
                 cand = self._stage_pnet(work)
+                if self.refine == "full" and (back_scale != 1.0).any():
+                    # R-Net / O-Net on the original pixels: P-Net's candidates to original coordinates
+                    sx, sy = back_scale[cand.frame, 0][:, None], back_scale[cand.frame, 1][:, None]
+                    cand.boxes = cand.boxes * np.concatenate([sx, sy, sx, sy], axis=1)
+                    work = [np.ascontiguousarray(f) for f in frames]
+                    back_scale[:] = 1.0
                 cand = self._stage_rnet(work, cand)
                 cand, landmarks = self._stage_onet(work, cand)
         except RuntimeError as exc:  # torch failures (out of memory, device errors)
