@@ -1,6 +1,7 @@
 """Benchmark: `cevit scan` throughput of the local and the Ray engine on photos and videos (prints numbers).
 
-    python benchmarks/scan.py [--photos 200] [--videos 20] [--engines local,ray] [--workers 2] [--work DIR]
+    python benchmarks/scan.py [--photos 200] [--videos 20] [--engines local,ray] [--kinds photos,videos]
+                              [--workers 2] [--work DIR]
 
 Photos: the real photos of ``$CEVIT_SHARED/data/faces`` (70, many large) topped up with LFW photos
 (``data/train_real/lfw``, 250x250) to ``--photos``. Videos: generated 640x360 H.264 clips (5 s at 25 fps, an LFW
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=int, default=200)
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--engines", default="local,ray")
+    ap.add_argument("--kinds", default="photos,videos", help="which inputs to scan")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1,
                     help="local engine: torch threads (default 1: on a loaded 2-core machine, 2 threads spinning at "
@@ -91,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     videos = _videos(work / "videos", args.videos, photos)
     print(f"inputs: {len(photos)} photos, {len(videos)} videos (640x360, 5 s, {args.frames} frames sampled); "
           f"{os.cpu_count()} CPU(s); outputs in {work}", flush=True)  # fmt: skip
-    for kind, source in (("photos", str(manifest)), ("videos", str(work / "videos"))):
+    sources = {"photos": str(manifest), "videos": str(work / "videos")}
+    for kind in args.kinds.split(","):
+        source = sources[kind]
         for engine in args.engines.split(","):
             threads = args.threads if engine == "local" else 1
             spec = DetectorSpec(weights=args.weights, device="cpu", num_frames=args.frames, threads=threads)

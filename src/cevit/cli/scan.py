@@ -57,6 +57,9 @@ def format_summary(summary: object) -> str:
         f"({s.items_per_second:.2f} items/s, engine {s.engine}), {s.errors} failed, {s.skipped} already done",
         f"{s.output}: {s.rows} rows: {s.ok} with faces ({s.fake} FAKE), {s.no_face} no face, {s.failed} errors",
     ]
+    if s.error_messages:
+        lines.append("errors:" if s.errors <= len(s.error_messages) else f"first {len(s.error_messages)} errors:")
+        lines.extend(f"  {message}" for message in s.error_messages)
     if s.most_suspicious:
         lines.append("most suspicious:")
         lines.extend(f"  {m.score:6.3f} {m.prediction:4s}  {m.source}" for m in s.most_suspicious)

@@ -52,6 +52,13 @@ class DetectorSpec:
         return load_model(self.model, weights=self.weights, device=self.device, num_frames=self.num_frames,
                           rule=self.rule, threshold=self.threshold)  # fmt: skip
 
+    def check(self) -> None:
+        """Load the detector once here, on the CPU, and drop it: a wrong ``weights`` / ``model`` fails with its
+        CheckpointError / ModelError before any remote worker starts (a worker failing to load would be retried)."""
+        import dataclasses
+
+        dataclasses.replace(self, device="cpu", threads=None).load()
+
 
 def model_tag(detector: Detector) -> tuple[str | None, str | None]:
     """``(weights tag or name, checkpoint SHA-256)`` of a loaded detector, for the output's model columns."""

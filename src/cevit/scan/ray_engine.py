@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from cevit.errors import ConfigError
+from cevit.errors import CevitError, ConfigError
 from cevit.scan.engines import DetectorSpec, analyze_items
 from cevit.scan.rows import ScanRow
 from cevit.scan.sources import ScanItem
@@ -94,6 +94,8 @@ class RayEngine:
     def run(self, items: list[ScanItem]) -> Iterator[ScanRow]:
         if not items:
             return
+        _import_ray()  # a clear error when Ray is missing, before the model is loaded
+        self.spec.check()
         ray = self._connect()
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -112,8 +114,15 @@ class RayEngine:
             _ScanActor, fn_constructor_kwargs={"spec": spec}, batch_size=self.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=size), **per_actor,
         )  # fmt: skip
-        for row in ds.iter_rows():
-            yield ScanRow.from_record(json.loads(row["row"]))
+        try:
+            for row in ds.iter_rows():
+                yield ScanRow.from_record(json.loads(row["row"]))
+        except ray.exceptions.RayError as exc:  # an actor that cannot load the model, a lost node, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CevitError(
+                f"ray engine failed ({type(exc).__name__}): {first}; the rows finished so far are "
+                "kept, re-run to continue"
+            ) from exc
 
     def close(self) -> None:
         if self._ray is not None and self._started_cluster:

@@ -88,6 +88,8 @@ class ScanSummary:
     failed: int
     fake: int
     most_suspicious: tuple[SuspiciousItem, ...] = field(default_factory=tuple)
+    #: the first error messages of this run (at most ``ScanConfig.top``)
+    error_messages: tuple[str, ...] = ()
     interrupted: bool = False
 
     def to_dict(self) -> dict[str, object]:
@@ -131,6 +133,7 @@ def run_scan(
     engine = engine or make_engine(config.engine, spec=spec, address=config.address, workers=config.workers,
                                    batch_size=config.batch_size)  # fmt: skip
     scanned = errors = 0
+    messages: list[str] = []
     interrupted = False
     index = store.open()
     try:
@@ -143,6 +146,7 @@ def run_scan(
             if not index.is_done(row.key, retry_failed=config.retry_failed):
                 store.add(row)
                 errors += 1
+                messages.append(row.error or "")
         skipped = len(items) - len(pending)
         total = len(pending)
         if progress is not None:
@@ -151,7 +155,10 @@ def run_scan(
             for row in engine.run(pending):
                 store.add(row)
                 scanned += 1
-                errors += row.status == "error"
+                if row.status == "error":
+                    errors += 1
+                    if len(messages) < config.top:
+                        messages.append(row.error or "")
                 if progress is not None:
                     progress(scanned, total)
         except KeyboardInterrupt:
@@ -167,7 +174,7 @@ def run_scan(
     summary = ScanSummary(
         output=str(config.output), engine=engine.name, found=found, skipped=skipped, scanned=scanned, errors=errors,
         seconds=round(seconds, 3), items_per_second=round(scanned / seconds, 3) if seconds > 0 else 0.0,
-        interrupted=interrupted, **totals,
+        interrupted=interrupted, error_messages=tuple(messages[: config.top]), **totals,
     )  # fmt: skip
     store.write_summary(summary.to_dict())
     return summary
