@@ -128,3 +128,10 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve_and_resume_exac
     a = torch.load(tmp_path / "two" / "train_state.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nproc_below_one_is_a_usage_error(tmp_path, capsys):
+    from cevit.cli.main import main
+
+    assert main(["train", "--config", str(tmp_path / "none.yaml"), "--nproc", "0"]) == 2
+    assert "--nproc must be >= 1" in capsys.readouterr().err

@@ -70,6 +70,9 @@ class DistributedContext:
     def device(self, requested: torch.device) -> torch.device:
         """The device of this rank: ``cuda:LOCAL_RANK`` when training on CUDA, else ``requested``."""
         if self.enabled and requested.type == "cuda":
+            if self.local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"process {self.rank} needs GPU {self.local_rank}, but this machine has "
+                                  f"{torch.cuda.device_count()}: start at most one process per GPU")  # fmt: skip
             return torch.device("cuda", self.local_rank)
         return requested
 
