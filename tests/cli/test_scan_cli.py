@@ -71,3 +71,23 @@ def test_sigkill_half_way_then_rerun_gives_one_row_per_item(tiny_checkpoint, tmp
             sources = [r["source"] for p in sorted((out / "jsonl").glob("*.jsonl"))
                        for r in pd.read_json(p, lines=True).to_dict("records")]  # fmt: skip
         assert Counter(sources) == Counter(str(p) for p in paths), fmt
+
+
+@pytest.mark.slow
+def test_sigterm_commits_every_finished_row_and_exits_130(tiny_checkpoint, tmp_path):
+    import json
+
+    make_collection(tmp_path / "in", 60)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cevit.cli.main", "scan", str(tmp_path / "in"), "--output", str(out),
+           "--weights", str(tiny_checkpoint), "--device", "cpu", "--part-size", "7", "--threads", "1", "-q"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "parquet").glob("part-*.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no part was written in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["interrupted"] and 7 <= summary["rows"] == summary["scanned"] < 60  # no finished row lost

@@ -1,12 +1,14 @@
 """``cevit scan SOURCE... --output RESULTS``: a resumable scan of a large collection (see :mod:`cevit.scan`).
 
 Exit codes: 0 every item of this run analysed (some may have no face); 1 some items failed (their error rows are in
-the output); 2 usage error; 3 model error; 130 interrupted (the output is consistent: re-run to continue).
+the output); 2 usage error; 3 model error; 130 interrupted by Ctrl-C or SIGTERM (the finished rows are committed:
+re-run to continue).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from cevit.cli.options import add_model_options
@@ -43,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=30, help="frames sampled evenly per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold: FAKE above it (default: the rule's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda, cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="local engine: torch threads (default: torch's choice, all cores; on a machine busy with "
+                   "other work, 1 can be several times faster); Ray actors always use 1")  # fmt: skip
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=run)
 
@@ -82,10 +87,20 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, batch_size=args.batch_size, use_hash=args.hash, retry_failed=args.retry_failed,
         part_size=args.part_size, flush_seconds=args.flush_seconds, top=args.top,
     )  # fmt: skip
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     spec = DetectorSpec(model=args.model, weights=args.weights, device=args.device, num_frames=args.frames,
-                        rule=args.rule, threshold=args.threshold)  # fmt: skip
-    with progress_bar("scanning", unit="item", enabled=not args.quiet) as update:
-        summary = run_scan(config, spec=spec, progress=update)
+                        rule=args.rule, threshold=args.threshold, threads=args.threads)  # fmt: skip
+
+    def on_sigterm(signum: int, frame: object) -> None:  # a scheduler's stop: commit like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with progress_bar("scanning", unit="item", enabled=not args.quiet) as update:
+            summary = run_scan(config, spec=spec, progress=update)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
         sys.stderr.write(format_summary(summary))
     if summary.interrupted:
