@@ -28,6 +28,15 @@ interrupted run except for the keys in :data:`RESUME_MUTABLE` (device, workers, 
 state is saved (resumable), the current weights are validated for the record (``log.csv``, the result and
 ``last.safetensors``, marked ``partial_epoch``; ``best.safetensors`` only when none exists yet) without
 counting for early stopping, so a resumed run continues exactly.
+
+**Several processes** (``torchrun --nproc-per-node N -m cevit.cli.main train ...``, or ``cevit train --nproc N``;
+a :class:`~cevit.training.distributed.DistributedContext`): the model is wrapped in DistributedDataParallel
+(gloo on CPU, NCCL on CUDA with one GPU per process and synchronised BatchNorm); every global batch of
+``batch_size`` items is split between the ranks (:class:`~cevit.training.distributed.RankBatchSampler`), so the
+steps, the learning-rate schedule and the logged loss (averaged over the ranks) are those of a single process
+with the same ``batch_size``. Rank 0 validates (the metrics are sent to the other ranks, so all take the same
+early-stopping decision) and alone writes ``log.csv``, checkpoints, ``train_state.pt`` and curves; resuming
+works as for one process (each rank loads rank 0's state).
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from cevit.errors import CevitError, CheckpointError, ConfigError
 from cevit.metrics import roc_auc
 from cevit.training.config import OptimSection, ScheduleSection, TrainConfig
 from cevit.training.data import EpochBatchSampler, TrainData, collate_sbi_pairs, prepare_data
+from cevit.training.distributed import DistributedContext, RankBatchSampler, mean_over_ranks
 
 __all__ = [
     "TrainResult", "Trainer", "LoopState", "train", "ModelEma", "lr_factor", "RESUME_MUTABLE", "STATE_FORMAT",
@@ -545,8 +555,12 @@ class Trainer:
     whole run, returning a :class:`TrainResult`).
     """
 
-    def __init__(self, *, config: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self, *, config: TrainConfig, resume: bool = False, progress: bool = True,
+        distributed: DistributedContext | None = None,
+    ) -> None:  # fmt: skip
         self.config = config
+        self.dist = dist_ctx = distributed or DistributedContext()
         self.show_progress = progress
         self.output_dir = out = Path(config.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -561,14 +575,18 @@ class Trainer:
             )
 
         tc = self.tc = config.train
-        self.device = device = _resolve_device(tc.device)
+        self.device = device = dist_ctx.device(_resolve_device(tc.device))
         self.cuda = cuda = device.type == "cuda"
+        dist_ctx.init(device)
         self.seed = tc.seed
         _seed_everything(self.seed)
         self.model, self.init = _build_model(config)
         self.data = data = prepare_data(config.data, spec=self.model.preprocessing, augment=config.augment,
                                         seed=self.seed, batch_size=tc.batch_size)  # fmt: skip
         self.steps_per_epoch = len(data.train) // data.items_per_batch
+        if data.items_per_batch % dist_ctx.world_size:
+            raise ConfigError(f"train.batch_size: {data.items_per_batch} items per batch cannot be split equally "
+                              f"between {dist_ctx.world_size} processes")  # fmt: skip
         if saved is not None:
             _check_resume(saved, config, data, self.steps_per_epoch, self.state_path)
         total = tc.epochs * self.steps_per_epoch
@@ -595,9 +613,17 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
+        if dist_ctx.enabled and cuda:  # global-batch statistics, as in one process (gloo on CPU cannot)
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        #: what the training step calls: the model itself, or its DistributedDataParallel wrapper
+        self.train_model: nn.Module = self.model
+        if dist_ctx.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if cuda else None
+            )
         self.optimizer = _build_optimizer(self.model, config.optim)
         steps_per_epoch, schedule, epochs = self.steps_per_epoch, config.schedule, tc.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -671,8 +697,9 @@ class Trainer:
                     self.loop.step_in_epoch, self.steps_per_epoch, self.loop.global_step)  # fmt: skip
 
     def save(self) -> None:
-        """Write ``train_state.pt`` atomically (a crash while writing leaves the previous state)."""
-        _save_atomic(self.state_dict(), self.state_path)
+        """Write ``train_state.pt`` atomically (a crash while writing leaves the previous state); rank 0 only."""
+        if self.dist.is_main:
+            _save_atomic(self.state_dict(), self.state_path)
 
     def provenance(self, metrics: dict[str, Any], *, partial: bool) -> dict[str, Any]:
         """What ``best`` / ``last`` checkpoints record about the run."""
@@ -691,9 +718,12 @@ class Trainer:
         }  # fmt: skip
 
     def save_checkpoints(self, metrics: dict[str, Any], *, partial: bool, best: bool) -> None:
-        """Write ``last.safetensors`` (always) and ``best.safetensors`` (when ``best``) from the evaluated weights."""
+        """Write ``last.safetensors`` (always) and ``best.safetensors`` (when ``best``) from the evaluated weights;
+        rank 0 only."""
         from cevit.checkpoint import save_checkpoint
 
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.eval_model, self.last_path, **self.provenance(metrics, partial=partial))
         if best:
             save_checkpoint(self.eval_model, self.best_path, **self.provenance(metrics, partial=partial))
@@ -726,7 +756,7 @@ class Trainer:
         y = y.to(self.device, non_blocking=True)
         amp = self.amp_dtype
         with torch.autocast(device_type=self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = self.model(x).squeeze(1)
+            logits = self.train_model(x).squeeze(1)
         loss = self.criterion(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -746,7 +776,7 @@ class Trainer:
             self.ema.update(self.model)
         loop.global_step += 1
         loop.step_in_epoch += 1
-        loss_value = float(loss.detach())
+        loss_value = mean_over_ranks(float(loss.detach()), self.dist, self.device)  # the global batch's loss
         if not math.isfinite(loss_value) and self.scaler is None:
             raise CevitError(f"training diverged: loss is {loss_value} at step {loop.global_step} (lower optim.lr)")
         loop.log_sum += loss_value
@@ -759,14 +789,24 @@ class Trainer:
         """Validation metrics of the evaluated weights (``{}`` without a validation split); see ``_evaluate``."""
         if self.data.val is None:
             return {}
-        return _evaluate(self.eval_model, self.data, batch_size=self.val_batch_size, device=self.device,
-                         num_workers=self.num_workers, amp_dtype=self.amp_dtype,
-                         channels_last=self.channels_last)  # fmt: skip
+        metrics: dict[str, Any] = {}
+        if self.dist.is_main:
+            metrics = _evaluate(self.eval_model, self.data, batch_size=self.val_batch_size, device=self.device,
+                                num_workers=self.num_workers, amp_dtype=self.amp_dtype,
+                                channels_last=self.channels_last)  # fmt: skip
+        if self.dist.enabled:  # rank 0's metrics everywhere: every rank takes the same early-stopping decision
+            import torch.distributed as dist
+
+            shared: list[Any] = [metrics]
+            dist.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
+        return metrics
 
     def fit(self) -> TrainResult:
         """Train until ``train.epochs``, early stopping or ``train.max_steps``; see the module docstring."""
         tc, loop = self.tc, self.loop
-        self._log = _CsvLog(self.output_dir / "log.csv", append=self.resumed)
+        if self.dist.is_main:
+            self._log = _CsvLog(self.output_dir / "log.csv", append=self.resumed)
         self._t0 = time.monotonic()
         self._git_commit = _git_commit()
         if loop.stopped_early or loop.epoch >= tc.epochs:
@@ -799,11 +839,13 @@ class Trainer:
         tc, loop = self.tc, self.loop
         sampler = EpochBatchSampler(len(self.data.train), self.data.items_per_batch, seed=self.seed, epoch=loop.epoch,
                                     steps=self.steps_per_epoch, start_step=loop.step_in_epoch)  # fmt: skip
+        if self.dist.enabled:  # this rank's share of every global batch
+            sampler = RankBatchSampler(sampler, rank=self.dist.rank, world_size=self.dist.world_size)
         collate = collate_sbi_pairs if self.config.data.mode == "sbi" else None
         loader = _loader(self.data.train, batch_sampler=sampler, num_workers=self.num_workers, pin=self.cuda,
                          collate=collate, seed=self.seed + loop.epoch)  # fmt: skip
         bar = None
-        if self.show_progress and sys.stderr.isatty():
+        if self.show_progress and self.dist.is_main and sys.stderr.isatty():
             from tqdm import tqdm
 
             bar = tqdm(total=self.steps_per_epoch, initial=loop.step_in_epoch, unit="step", leave=False,
@@ -830,6 +872,8 @@ class Trainer:
             bar.close()
 
     def _write_log(self, **row: Any) -> None:
+        if not self.dist.is_main:
+            return
         assert self._log is not None, "fit() opens the log"
         self._log.write(**row)
 
@@ -883,7 +927,8 @@ class Trainer:
         if tc.early_stopping and loop.patience >= tc.early_stopping:
             loop.stopped_early = True
         self.save()
-        _plot_curves(loop.history, self.output_dir / "curves.png")
+        if self.dist.is_main:
+            _plot_curves(loop.history, self.output_dir / "curves.png")
         logger.info(
             "epoch %d/%d: train loss %.4f, val loss %s, AUC frame %s / group %s (best %s @ epoch %s), lr %.3g, %.0f s",
             loop.epoch, tc.epochs, train_loss, _fmt(metrics.get("val_loss")) or "-",
@@ -892,6 +937,9 @@ class Trainer:
         )  # fmt: skip
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or resume training) as described by ``config``; see the module docstring and :class:`Trainer`."""
-    return Trainer(config=config, resume=resume, progress=progress).fit()
+def train(
+    config: TrainConfig, *, resume: bool = False, progress: bool = True, distributed: DistributedContext | None = None
+) -> TrainResult:  # fmt: skip
+    """Train (or resume training) as described by ``config``; see the module docstring and :class:`Trainer`.
+    ``distributed``: this process's place in a data-parallel run (None: a single process)."""
+    return Trainer(config=config, resume=resume, progress=progress, distributed=distributed).fit()
