@@ -16,9 +16,10 @@ import torch
 import yaml
 
 from cevit.config import from_dict, to_dict
+from cevit.data import INDEX_COLUMNS
 from cevit.errors import ConfigError
 from cevit.training.config import TrainConfig
-from cevit.training.data import INDEX_COLUMNS, EpochBatchSampler
+from cevit.training.data import EpochBatchSampler
 from cevit.training.distributed import DistributedContext, RankBatchSampler
 from cevit.training.trainer import train
 
