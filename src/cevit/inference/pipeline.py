@@ -145,6 +145,19 @@ def load_weights(path: str | Path) -> CrossEfficientViT:
         raise CheckpointError(f"{path}: cannot be loaded as model weights ({type(exc).__name__})") from None
 
 
+@dataclass
+class _Kept:
+    """What explanations need from one analysis (only kept when they are asked for): the face crops in scoring
+    order, and copies of the frames with faces, downscaled to ``EXPLAIN_FRAME_SIDE`` (frame, scale)."""
+
+    crops: list[np.ndarray] = field(default_factory=list)
+    frames: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
+
+
+#: Longer side of the frame copies kept for the annotated image of an explained analysis.
+EXPLAIN_FRAME_SIDE = 1280
+
+
 class Detector:
     """A loaded model plus face detector: call :meth:`analyze` for one file, :meth:`analyze_many` for several."""
 
@@ -193,7 +206,7 @@ class Detector:
     # -- pipeline -------------------------------------------------------------------------------------------
     def _detect_and_crop(
         self, frames: list[np.ndarray], frame_ids: list[int], timings: dict[str, float],
-        faces_out: list[tuple[int, int, Any]], crops_out: list[np.ndarray],
+        faces_out: list[tuple[int, int, Any]], crops_out: list[np.ndarray], kept: _Kept | None = None,
     ) -> None:  # fmt: skip
         t0 = time.perf_counter()
         try:
@@ -212,6 +225,13 @@ class Detector:
                     continue
                 faces_out.append((frame_id, face_index, face))
                 crops_out.append(crop)
+            if kept is not None and (found or not kept.frames):  # frames with faces (or the first: no face)
+                import cv2
+
+                scale = min(1.0, EXPLAIN_FRAME_SIDE / max(frame.shape[:2]))
+                small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale,
+                                                              interpolation=cv2.INTER_AREA)  # fmt: skip
+                kept.frames[frame_id] = (np.array(small), scale)
         timings["detect"] += t1 - t0
         timings["preprocess"] += time.perf_counter() - t1
 
@@ -228,26 +248,61 @@ class Detector:
         ]  # fmt: skip
         return records
 
+    def _explain(self, result: Analysis, kept: _Kept, method: str) -> Analysis:
+        """``result`` with heat maps of its faces (``kept.crops`` are in the order of ``result.faces``) and the
+        frame to annotate: the image, or the video frame of the highest face score."""
+        from cevit.explain.maps import Explanations, FaceExplanation, face_heatmaps
+
+        t0 = time.perf_counter()
+        maps = face_heatmaps(self.model, kept.crops, preprocessing=self.preprocessing, method=method,
+                             device=self.device)  # fmt: skip
+        faces = tuple(
+            FaceExplanation(frame_index=f.frame_index, face_index=f.face_index, score=f.score, heatmap=m, crop=c)
+            for f, m, c in zip(result.faces, maps, kept.crops)
+        )  # fmt: skip
+        best = max(result.faces, key=lambda f: f.score).frame_index if result.faces else None
+        if best not in kept.frames:
+            best = next(iter(kept.frames), None)
+        frame, scale = kept.frames.get(best, (None, 1.0)) if best is not None else (None, 1.0)
+        seconds = time.perf_counter() - t0
+        timings = dataclasses.replace(result.timings, total=result.timings.total + seconds,
+                                      extra={**result.timings.extra, "explain": seconds})  # fmt: skip
+        explanations = Explanations(method=method, faces=faces, frame=frame, frame_index=best, frame_scale=scale,
+                                    seconds=seconds)  # fmt: skip
+        return dataclasses.replace(result, explanations=explanations, timings=timings)
+
     def analyze(
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> dict[str, Any]:  # fmt: skip
         """Analyse one image or video and return its JSON report: a dict, ``analyze_result(...).to_dict()``.
 
         ``num_frames``: frames sampled per video (None: ``options.num_frames``; below 1: ConfigError).
+        ``explain``: see :meth:`analyze_result` (the report then has an ``explanations`` block).
         Raises a :class:`~cevit.errors.CevitError` subclass on bad input.
         """
         return self.analyze_result(
-            media_path, num_frames=num_frames, threshold=threshold, rule=rule, progress=progress
+            media_path, num_frames=num_frames, threshold=threshold, rule=rule, progress=progress, explain=explain
         ).to_dict()
 
     def analyze_result(
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> Analysis:  # fmt: skip
-        """Analyse one image or video and return the typed :class:`~cevit.inference.results.Analysis`."""
+        """Analyse one image or video and return the typed :class:`~cevit.inference.results.Analysis`.
+
+        ``explain``: False (default: no gradients, nothing kept), True (the default method) or a method name of
+        :mod:`cevit.explain` ("gradcam", "attention"): ``result.explanations`` then holds a heat map per face
+        (arrays) and the frame to annotate; :func:`cevit.explain.render.write_explanations` writes the PNGs.
+        """
         from cevit.media import sniff_media_type
 
+        method = None
+        if explain is not False:
+            from cevit.explain.maps import check_method
+
+            method = check_method(explain)
+        kept = _Kept() if method is not None else None
         start = time.perf_counter()
         num_frames = self._num_frames(num_frames)
         agg = self._rule(rule, threshold)
@@ -257,8 +312,10 @@ class Detector:
         kind = sniff_media_type(media_path)
         timings["decode"] += time.perf_counter() - t0
         if kind == "image":
-            return self._analyze_image(source, agg, timings, start)
-        return self._analyze_video(source, agg, timings, start, num_frames, progress)
+            result = self._analyze_image(source, agg, timings, start, kept)
+        else:
+            result = self._analyze_video(source, agg, timings, start, num_frames, progress, kept)
+        return result if kept is None or method is None else self._explain(result, kept, method)
 
     def _num_frames(self, num_frames: int | None) -> int:
         """``num_frames`` checked (None: the default); 0 is an error, not "the default"."""
@@ -279,7 +336,9 @@ class Detector:
             return base
         return get_rule(base.name, face_threshold=base.face_threshold, label_threshold=threshold)
 
-    def _analyze_image(self, source: str, agg: AggregationRule, timings: dict[str, float], start: float) -> Analysis:
+    def _analyze_image(
+        self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, kept: _Kept | None = None
+    ) -> Analysis:
         from cevit.media import load_image
 
         t0 = time.perf_counter()
@@ -287,7 +346,9 @@ class Detector:
         timings["decode"] += time.perf_counter() - t0
         faces: list[tuple[int, int, Any]] = []
         crops: list[np.ndarray] = []
-        self._detect_and_crop([image], [0], timings, faces, crops)
+        self._detect_and_crop([image], [0], timings, faces, crops, kept)
+        if kept is not None:
+            kept.crops = crops
         records = self._finish(faces, crops, timings)
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
         timings["total"] = time.perf_counter() - start
@@ -297,7 +358,7 @@ class Detector:
 
     def _analyze_video(
         self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, num_frames: int,
-        progress: Progress | None,
+        progress: Progress | None, kept: _Kept | None = None,
     ) -> Analysis:  # fmt: skip
         from cevit.errors import MediaError
         from cevit.media import DecodeStats, probe_video, sample_frames
@@ -328,7 +389,7 @@ class Detector:
                 chunk_pixels += width * height
             if chunk and (frame is None or len(chunk) >= self.options.frame_chunk
                           or chunk_pixels >= self.options.frame_chunk_pixels):  # fmt: skip
-                self._detect_and_crop(chunk, chunk_ids, timings, faces, crops)
+                self._detect_and_crop(chunk, chunk_ids, timings, faces, crops, kept)
                 chunk, chunk_ids, chunk_pixels = [], [], 0
                 if progress is not None:
                     progress(len(frames_meta), max(total, len(frames_meta)))
@@ -336,6 +397,8 @@ class Detector:
                 break
         if not frames_meta:
             raise MediaError(f"{source}: no decodable frames")
+        if kept is not None:
+            kept.crops = crops
         records = self._finish(faces, crops, timings)
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
         if stats.frames_failed:  # a damaged video must not read as a clean one
@@ -351,17 +414,17 @@ class Detector:
 
     def analyze_many(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
         """Yield one report (dict) per path as each finishes; a failing item yields an error report
         (``{"schema_version", "source", "error", "error_type"}``), never stops the batch."""
         for result in self.analyze_many_results(paths, num_frames=num_frames, threshold=threshold, rule=rule,
-                                                progress=progress):  # fmt: skip
+                                                progress=progress, explain=explain):  # fmt: skip
             yield result.to_dict()
 
     def analyze_many_results(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> Iterator[Analysis | AnalysisError]:  # fmt: skip
         """Like :meth:`analyze_many`, yielding :class:`Analysis` or, for a failed item, :class:`AnalysisError`.
 
@@ -370,9 +433,13 @@ class Detector:
         """
         num_frames = self._num_frames(num_frames)
         agg = self._rule(rule, threshold)
+        if explain is not False:
+            from cevit.explain.maps import check_method
+
+            explain = check_method(explain)
         for path in paths:
             try:
-                yield self.analyze_result(path, num_frames=num_frames, rule=agg, progress=progress)
+                yield self.analyze_result(path, num_frames=num_frames, rule=agg, progress=progress, explain=explain)
             except CevitError as exc:  # the error is in the yielded report: no log record above DEBUG
                 log.debug("%s", exc)
                 yield AnalysisError.from_exception(str(path), exc)
