@@ -94,6 +94,27 @@ class FakeDetector:
 
 # -- endpoints ---------------------------------------------------------------------------------------------------
 @pytest.mark.anyio
+async def test_analyze_with_explain_returns_the_overlays_inline(detector, tmp_path):
+    import base64
+
+    app = create_app(detector=detector, tmp_dir=tmp_path / "uploads")
+    async with running(app) as client:
+        r = await client.post("/v1/analyze", files=files(), data={"explain": "attention"})
+        plain = (await client.post("/v1/analyze", files=files())).json()
+        bad = await client.post("/v1/analyze", files=files(), data={"explain": "lime"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    block = report["explanations"]
+    assert block["method"] == "attention" and report["prediction"] == plain["prediction"]
+    assert "explanations" not in plain
+    images = [block["files"]["annotated"], block["files"]["contact_sheet"], block["faces"][0]["overlay"]]
+    for url in images:
+        assert url.startswith("data:image/png;base64,")
+        assert base64.b64decode(url.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert bad.status_code == 422 and "explain must be" in bad.json()["error"]
+
+
+@pytest.mark.anyio
 async def test_analyze_image_returns_the_python_api_report(detector, tmp_path):
     uploads = tmp_path / "uploads"
     app = create_app(detector=detector, tmp_dir=uploads)

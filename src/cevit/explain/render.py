@@ -125,7 +125,7 @@ def timeline(analysis: Analysis, *, width: int = 900, height: int = 300) -> np.n
     for k in range(6):
         x = lo + (hi - lo) * k / 5
         cv2.line(img, (px(x), top + ph), (px(x), top + ph + 4), (60, 60, 60), 1)
-        label = f"{x:.1f}" if use_time else f"{int(round(x))}"
+        label = (f"{x:.2f}" if hi - lo < 2 else f"{x:.1f}") if use_time else f"{int(round(x))}"
         cv2.putText(img, label, (px(x) - 10, top + ph + 18), _FONT, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
     axis = "time (s)" if use_time else "frame"
     cv2.putText(img, axis, (left + pw // 2 - 30, height - 6), _FONT, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
