@@ -205,7 +205,7 @@ async def test_health_models_docs_and_page(detector, tmp_path):
     assert models[0]["preset"] == "cross_efficient_vit_v1" and models[0]["name"] == detector.checkpoint_path.name
     assert models[0]["preprocessing"]["input_size"] == 96 and models[0]["defaults"]["num_frames"] == 30
     body = spec["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert body["required"] == ["file"] and set(body["properties"]) == {"file", "frames", "threshold"}
+    assert body["required"] == ["file"] and set(body["properties"]) == {"file", "frames", "threshold", "explain"}
     assert {"401", "413", "415", "422", "503"} <= set(spec["paths"]["/v1/analyze"]["post"]["responses"])
     assert docs.status_code == 200 and "/static/docs.js" in docs.text  # offline docs page, no Swagger CDN
     assert page.status_code == 200 and 'id="verdict"' in page.text and 'src="/static/app.js"' in page.text

@@ -12,8 +12,12 @@ temperature rescales it and so changes nothing in a map):
   Encoder-Decoder Transformers", ICCV 2021): every attention map is weighted by its gradient (head mean of
   ``(∂logit/∂A ⊙ A)⁺``) and rolled out through the network in forward order — self-attention within each
   branch (``R ← R + Ā·R``), and the cross step in which each branch's CLS attends to [itself, the other
-  branch's patch tokens]. The relevance of the patch tokens to both CLS tokens (each head reads one) is mapped
-  back to the pixels each token covers (sm: 128 px cells at 224 px input, lg: 64 px cells) and summed.
+  branch's patch tokens]. The relevance of the large-patch branch's patch tokens to both CLS tokens (each head
+  reads one; the sm CLS reaches them through cross-attention) is mapped back to the pixels each token covers
+  (64 px cells at 224 px input). The small-patch branch's own patch tokens are left out of the map: at 224 px
+  they are 2×2 quadrants of 128 px that meet at the face's centre (one of them mostly zero padding), so they
+  cannot localise; adding them (summed or per pixel area) lowered the pointing game on self-blended faces
+  from 0.83 to 0.35-0.68 (40 faces, ``benchmarks/explain_pointing.py`` setup).
   Hand-written: Captum has no attention-rollout attribution, and this model's cross-attention (a CLS token
   attending to the *other* branch's tokens) needs its own rollout rule. The attention probabilities come
   from :class:`~cevit.models.cross_efficient_vit.Attention`'s ``keep_attention`` switch, set only for the
@@ -208,10 +212,7 @@ def attention_rollout(model: nn.Module, x: torch.Tensor) -> np.ndarray:
             module.__dict__.pop("attention", None)
     n_sm, n_lg = net.sm_image_embedder.num_patches, net.lg_image_embedder.num_patches
     rel = rollout_relevance(steps, n_sm=n_sm, n_lg=n_lg)
-    size = net.config.image_size
-    sm_map = _tokens_to_pixels(rel[:, 1 : 1 + n_sm], net.sm_image_embedder, size)
-    lg_map = _tokens_to_pixels(rel[:, 2 + n_sm :], net.lg_image_embedder, size)
-    return normalise(sm_map + lg_map)
+    return normalise(_tokens_to_pixels(rel[:, 2 + n_sm :], net.lg_image_embedder, net.config.image_size))
 
 
 def face_heatmaps(

@@ -148,10 +148,12 @@ def load_weights(path: str | Path) -> CrossEfficientViT:
 @dataclass
 class _Kept:
     """What explanations need from one analysis (only kept when they are asked for): the face crops in scoring
-    order, and copies of the frames with faces, downscaled to ``EXPLAIN_FRAME_SIDE`` (frame, scale)."""
+    order, and for an image the image itself; a video's frame to annotate is decoded again afterwards (one
+    frame, instead of holding every sampled frame in memory)."""
 
     crops: list[np.ndarray] = field(default_factory=list)
-    frames: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
+    image: np.ndarray | None = None
+    num_frames: int = 0
 
 
 #: Longer side of the frame copies kept for the annotated image of an explained analysis.
@@ -206,7 +208,7 @@ class Detector:
     # -- pipeline -------------------------------------------------------------------------------------------
     def _detect_and_crop(
         self, frames: list[np.ndarray], frame_ids: list[int], timings: dict[str, float],
-        faces_out: list[tuple[int, int, Any]], crops_out: list[np.ndarray], kept: _Kept | None = None,
+        faces_out: list[tuple[int, int, Any]], crops_out: list[np.ndarray],
     ) -> None:  # fmt: skip
         t0 = time.perf_counter()
         try:
@@ -225,13 +227,6 @@ class Detector:
                     continue
                 faces_out.append((frame_id, face_index, face))
                 crops_out.append(crop)
-            if kept is not None and (found or not kept.frames):  # frames with faces (or the first: no face)
-                import cv2
-
-                scale = min(1.0, EXPLAIN_FRAME_SIDE / max(frame.shape[:2]))
-                small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale,
-                                                              interpolation=cv2.INTER_AREA)  # fmt: skip
-                kept.frames[frame_id] = (np.array(small), scale)
         timings["detect"] += t1 - t0
         timings["preprocess"] += time.perf_counter() - t1
 
@@ -261,15 +256,36 @@ class Detector:
             for f, m, c in zip(result.faces, maps, kept.crops)
         )  # fmt: skip
         best = max(result.faces, key=lambda f: f.score).frame_index if result.faces else None
-        if best not in kept.frames:
-            best = next(iter(kept.frames), None)
-        frame, scale = kept.frames.get(best, (None, 1.0)) if best is not None else (None, 1.0)
+        frame = kept.image
+        if result.media_type == "video":
+            best = result.frames[0].index if best is None else best
+            frame = self._decode_frame(result.source, kept.num_frames, best)
+        else:
+            best = 0
+        scale = 1.0
+        if frame is not None and max(frame.shape[:2]) > EXPLAIN_FRAME_SIDE:
+            import cv2
+
+            scale = EXPLAIN_FRAME_SIDE / max(frame.shape[:2])
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         seconds = time.perf_counter() - t0
         timings = dataclasses.replace(result.timings, total=result.timings.total + seconds,
                                       extra={**result.timings.extra, "explain": seconds})  # fmt: skip
         explanations = Explanations(method=method, faces=faces, frame=frame, frame_index=best, frame_scale=scale,
                                     seconds=seconds)  # fmt: skip
         return dataclasses.replace(result, explanations=explanations, timings=timings)
+
+    def _decode_frame(self, source: str, num_frames: int, index: int) -> np.ndarray | None:
+        """The sampled frame ``index`` of a video, decoded again (None, logged, when that fails)."""
+        from cevit.media import sample_frames
+
+        try:
+            for frame in sample_frames(source, num_frames=num_frames, max_frame_pixels=self.options.max_frame_pixels):
+                if frame.index == index:
+                    return frame.image
+        except CevitError as exc:
+            log.warning("%s: frame %d could not be decoded again for the annotated image: %s", source, index, exc)
+        return None
 
     def analyze(
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
@@ -346,9 +362,9 @@ class Detector:
         timings["decode"] += time.perf_counter() - t0
         faces: list[tuple[int, int, Any]] = []
         crops: list[np.ndarray] = []
-        self._detect_and_crop([image], [0], timings, faces, crops, kept)
+        self._detect_and_crop([image], [0], timings, faces, crops)
         if kept is not None:
-            kept.crops = crops
+            kept.crops, kept.image = crops, image
         records = self._finish(faces, crops, timings)
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
         timings["total"] = time.perf_counter() - start
@@ -389,7 +405,7 @@ class Detector:
                 chunk_pixels += width * height
             if chunk and (frame is None or len(chunk) >= self.options.frame_chunk
                           or chunk_pixels >= self.options.frame_chunk_pixels):  # fmt: skip
-                self._detect_and_crop(chunk, chunk_ids, timings, faces, crops, kept)
+                self._detect_and_crop(chunk, chunk_ids, timings, faces, crops)
                 chunk, chunk_ids, chunk_pixels = [], [], 0
                 if progress is not None:
                     progress(len(frames_meta), max(total, len(frames_meta)))
@@ -398,7 +414,7 @@ class Detector:
         if not frames_meta:
             raise MediaError(f"{source}: no decodable frames")
         if kept is not None:
-            kept.crops = crops
+            kept.crops, kept.num_frames = crops, num_frames
         records = self._finish(faces, crops, timings)
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
         if stats.frames_failed:  # a damaged video must not read as a clean one
