@@ -94,6 +94,27 @@ class FakeDetector:
 
 # -- endpoints ---------------------------------------------------------------------------------------------------
 @pytest.mark.anyio
+async def test_analyze_with_explain_returns_the_overlays_inline(detector, tmp_path):
+    import base64
+
+    app = create_app(detector=detector, tmp_dir=tmp_path / "uploads")
+    async with running(app) as client:
+        r = await client.post("/v1/analyze", files=files(), data={"explain": "attention"})
+        plain = (await client.post("/v1/analyze", files=files())).json()
+        bad = await client.post("/v1/analyze", files=files(), data={"explain": "lime"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    block = report["explanations"]
+    assert block["method"] == "attention" and report["prediction"] == plain["prediction"]
+    assert "explanations" not in plain
+    images = [block["files"]["annotated"], block["files"]["contact_sheet"], block["faces"][0]["overlay"]]
+    for url in images:
+        assert url.startswith("data:image/png;base64,")
+        assert base64.b64decode(url.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert bad.status_code == 422 and "explain must be" in bad.json()["error"]
+
+
+@pytest.mark.anyio
 async def test_analyze_image_returns_the_python_api_report(detector, tmp_path):
     uploads = tmp_path / "uploads"
     app = create_app(detector=detector, tmp_dir=uploads)
@@ -184,7 +205,7 @@ async def test_health_models_docs_and_page(detector, tmp_path):
     assert models[0]["preset"] == "cross_efficient_vit_v1" and models[0]["name"] == detector.checkpoint_path.name
     assert models[0]["preprocessing"]["input_size"] == 96 and models[0]["defaults"]["num_frames"] == 30
     body = spec["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert body["required"] == ["file"] and set(body["properties"]) == {"file", "frames", "threshold"}
+    assert body["required"] == ["file"] and set(body["properties"]) == {"file", "frames", "threshold", "explain"}
     assert {"401", "413", "415", "422", "503"} <= set(spec["paths"]["/v1/analyze"]["post"]["responses"])
     assert docs.status_code == 200 and "/static/docs.js" in docs.text  # offline docs page, no Swagger CDN
     assert page.status_code == 200 and 'id="verdict"' in page.text and 'src="/static/app.js"' in page.text

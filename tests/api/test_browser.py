@@ -170,6 +170,48 @@ def test_video_upload_draws_the_frame_chart(server, browser, face_rgb, tmp_path)
     assert sorted(uploads.iterdir()) == []
 
 
+def _heat_visible(driver) -> bool:
+    """Whether the first heat-map overlay is displayed over its thumbnail and its PNG has decoded."""
+    return driver.execute_script(
+        "const img = document.querySelector('#faces figure img.heat');"
+        "if (!img || !img.complete || img.naturalWidth === 0) return false;"
+        "const r = img.getBoundingClientRect(), c = img.parentElement.querySelector('canvas').getBoundingClientRect();"
+        "return getComputedStyle(img).display !== 'none' && Math.abs(r.top - c.top) < 1 && Math.abs(r.left - c.left) < 1"
+        "  && Math.abs(r.width - c.width) < 1 && r.width > 20;")  # fmt: skip
+
+
+def test_heat_maps_on_request_over_the_face_thumbnails_and_a_timeline(server, browser, face_rgb, tmp_path):
+    import numpy as np
+
+    base, uploads = server
+    _viewport(browser, 1280, 900, mobile=False)
+    for path in (SAMPLE_FACE, None):
+        if path is None:  # a video: the timeline PNG as well
+            frame = np.ascontiguousarray(face_rgb[:256, :256])
+            path = write_test_video(tmp_path / "heat.mp4", [frame, frame, np.full_like(frame, 90), frame])
+        browser.get(base + "/")
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "model").text.startswith("Model:"))
+        browser.find_element(By.CSS_SELECTOR, "details.options summary").click()
+        browser.find_element(By.ID, "explain").click()
+        browser.find_element(By.ID, "file").send_keys(str(path))
+        WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "verdict").text in ("REAL", "FAKE"))
+        WebDriverWait(browser, 10).until(_heat_visible)
+        assert browser.find_element(By.ID, "heat-row").is_displayed()
+        assert "attention" in browser.find_element(By.ID, "heat-method").text or "gradcam" in browser.find_element(
+            By.ID, "heat-method").text  # fmt: skip
+        browser.find_element(By.ID, "heat-toggle").click()  # off: the plain thumbnail again
+        WebDriverWait(browser, 5).until(lambda d: not _heat_visible(d))
+        browser.find_element(By.ID, "heat-toggle").click()
+        WebDriverWait(browser, 5).until(_heat_visible)
+    timeline = browser.find_element(By.ID, "timeline")
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script(
+        "const t = document.getElementById('timeline'); return t.complete && t.naturalWidth > 0;"))  # fmt: skip
+    assert timeline.is_displayed()
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    _screenshot(browser, "heat-desktop", 1280, mobile=False)
+    assert sorted(uploads.iterdir()) == []
+
+
 def test_no_face_is_shown_as_no_face_found_not_as_real(server, browser, tmp_path):
     import numpy as np
     from PIL import Image

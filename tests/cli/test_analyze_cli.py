@@ -345,3 +345,31 @@ def test_video_frame_pixel_limit_flag(tiny_checkpoint, face_rgb, tmp_path, capsy
     report = json.loads(out)
     assert code == 1 and report["error_type"] == "MediaTooLargeError"
     assert "64x64" in report["error"] and "4000" in report["error"] and str(path) in report["error"]
+
+
+def _is_png(path) -> bool:
+    with Image.open(path) as img:
+        img.verify()
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_writes_valid_pngs_listed_in_the_report(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "explain"
+    code, stdout, err = run(["analyze", str(SAMPLE_FACE), "--weights", str(tiny_checkpoint), "--device", "cpu",
+                             "--explain", str(out), "--explain-method", "attention"], capsys)  # fmt: skip
+    assert code == 0, err
+    report = json.loads(stdout)
+    block = report["explanations"]
+    assert block["method"] == "attention" and len(block["faces"]) == len(report["faces"]) == 1
+    files = [block["files"]["annotated"], block["files"]["contact_sheet"], block["faces"][0]["overlay"]]
+    assert block["files"]["timeline"] is None
+    for rel in files:
+        assert not rel.startswith("/") and ".." not in rel and rel.startswith("astronaut.jpg/")
+        assert _is_png(out / rel)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == sorted(files)
+
+
+def test_explain_method_without_explain_is_a_usage_error(tiny_checkpoint, capsys):
+    code, out, err = run(["analyze", str(SAMPLE_FACE), "--weights", str(tiny_checkpoint),
+                          "--explain-method", "gradcam"], capsys)  # fmt: skip
+    assert code == 2 and "--explain-method needs --explain" in err

@@ -28,7 +28,14 @@ from starlette.requests import ClientDisconnect
 from cevit import __version__
 from cevit.api.errors import ApiError, too_large
 from cevit.api.pool import InferencePool
-from cevit.api.uploads import MAX_FRAMES, MULTIPART_SLACK, parse_analysis_fields, receive_upload, unlink_quietly
+from cevit.api.uploads import (
+    MAX_FRAMES,
+    MULTIPART_SLACK,
+    parse_analysis_fields,
+    parse_explain_field,
+    receive_upload,
+    unlink_quietly,
+)
 from cevit.errors import CevitError, MediaError, MediaTooLargeError, UnsupportedMediaError
 from cevit.inference.protocol import DetectorProtocol
 from cevit.inference.results import AnalysisError
@@ -100,6 +107,10 @@ ANALYZE_BODY = {
                                "description": "frames sampled evenly per video (default: the server's, 30)"},
                     "threshold": {"type": "number", "minimum": 0, "maximum": 1,
                                   "description": "label threshold: FAKE above it (default: the rule's)"},
+                    "explain": {"type": "string", "enum": ["false", "true", "gradcam", "attention"],
+                                "description": "heat maps: the report gets an 'explanations' block with the "
+                                               "per-face overlays, the annotated frame, a contact sheet and "
+                                               "(videos) the score timeline inline as PNG data URLs (slower)"},
                 },
             }
         }
@@ -117,6 +128,16 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # -- analysis helpers ------------------------------------------------------------------------------------------
+def _explained_report(
+    detector: DetectorProtocol, path: Path, *, num_frames: int | None, threshold: float | None, method: str | bool
+) -> dict[str, Any]:
+    """The report with its ``explanations`` block, images inline (runs in a worker)."""
+    from cevit.explain.render import inline_explanations
+
+    result = detector.analyze_result(path, num_frames=num_frames, threshold=threshold, explain=method)
+    return {**result.to_dict(), "explanations": inline_explanations(result)}
+
+
 def _media_error(exc: CevitError, path: Path, filename: str) -> ApiError:
     """Map a library error about the temporary file to an HTTP error that names the client's file instead."""
     report = AnalysisError.from_exception(filename, exc).to_dict()
@@ -217,11 +238,16 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
             filename = upload.filename or "upload"
             fields.update(upload_bytes=upload.size, filename=filename)
             frames, threshold = parse_analysis_fields(upload.fields)
+            explain = parse_explain_field(upload.fields)
             try:
                 fields["media_type"] = await anyio.to_thread.run_sync(sniff_media_type, path)
             except CevitError as exc:
                 raise _media_error(exc, path, filename) from None
-            analyze_fn = partial(svc.detector.analyze, media_path=path, num_frames=frames, threshold=threshold)
+            if explain is None:
+                analyze_fn = partial(svc.detector.analyze, media_path=path, num_frames=frames, threshold=threshold)
+            else:
+                analyze_fn = partial(_explained_report, svc.detector, path, num_frames=frames, threshold=threshold,
+                                     method=explain)  # fmt: skip
             try:
                 job = svc.pool.submit(slot, analyze_fn, cleanup=partial(unlink_quietly, path))
             except RuntimeError:

@@ -41,7 +41,7 @@ log = logging.getLogger("cevit.api")
 DEFAULT_MAX_UPLOAD_BYTES = 200 * MIB
 MAX_FRAMES = 300  # upper bound of the ``frames`` form field
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers on top of the file itself
-FORM_FIELDS = ("file", "frames", "threshold")
+FORM_FIELDS = ("file", "frames", "threshold", "explain")
 
 _FIELD_LIMIT = 1024  # bytes per non-file form field
 _FLUSH_BYTES = MIB  # buffered upload bytes written per thread hop
@@ -89,7 +89,7 @@ class Upload:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = _decode(params.get(b"name", b""))
         if name not in FORM_FIELDS:
-            raise ApiError(422, f"unknown form field {name!r} (expected: file, frames, threshold)",
+            raise ApiError(422, f"unknown form field {name!r} (expected: file, frames, threshold, explain)",
                            error_type="ValidationError")  # fmt: skip
         if name == "file":
             if self.filename is not None:
@@ -197,3 +197,24 @@ def parse_analysis_fields(fields: dict[str, str]) -> tuple[int | None, float | N
         if not 0.0 <= threshold <= 1.0:
             raise ApiError(422, f"threshold must be a number from 0 to 1, got {raw!r}", error_type="ConfigError")
     return frames, threshold
+
+
+#: Values of the ``explain`` form field: off, the default method, or a method by name.
+_EXPLAIN_OFF = ("", "0", "false", "no", "off")
+_EXPLAIN_ON = ("1", "true", "yes", "on")
+
+
+def parse_explain_field(fields: dict[str, str]) -> str | bool | None:
+    """The optional form field ``explain``: None (off: not sent, ``false``, ``0``), True (``true``, ``1``: the
+    default method) or a method name (``gradcam``, ``attention``); anything else is a 422."""
+    from cevit.explain.maps import METHODS
+
+    raw = fields.get("explain", "").strip().lower()
+    if raw in _EXPLAIN_OFF:
+        return None
+    if raw in _EXPLAIN_ON:
+        return True
+    if raw in METHODS:
+        return raw
+    raise ApiError(422, f"explain must be true, false or one of {', '.join(METHODS)}, got {fields['explain']!r}",
+                   error_type="ConfigError")  # fmt: skip

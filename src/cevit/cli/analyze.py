@@ -70,6 +70,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="refuse videos whose frames have more than N pixels, checked from the stream header before "
         f"decoding (default: {DEFAULT_MAX_FRAME_PIXELS})",
     )
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="also explain each verdict: write per input a folder in DIR with an annotated image, per-face heat "
+        "maps, a contact sheet of the most suspicious faces and (videos) a score timeline; the report lists them "
+        "in 'explanations' (costs gradient passes: slower)",
+    )
+    p.add_argument(
+        "--explain-method",
+        choices=("gradcam", "attention"),
+        default=None,
+        help="heat-map method for --explain (default: the library's default, see README 'Explanations')",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=run)
 
@@ -237,6 +250,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in (("--max-pixels", args.max_pixels), ("--max-frame-pixels", args.max_frame_pixels)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.explain_method is not None and args.explain is None:
+        raise ConfigError("--explain-method needs --explain DIR (where the explanation images go)")
     if not _DEVICE.fullmatch(str(args.device)):
         raise ConfigError(f"unknown device {args.device!r}; use auto, cpu or cuda (cuda:N)")
     if args.output is not None and is_directory_target(args.output) and args.format not in (None, "json"):
@@ -244,9 +259,32 @@ def _check_arguments(args: argparse.Namespace) -> None:
                           f"--format {args.format} needs an output file (or standard output)")  # fmt: skip
 
 
-def _analyse(files: list[str], load: Callable[[], Any], progress: _Progress) -> Iterator[dict[str, Any]]:
+def _explained(results: Iterator[Any], folder: Any, method: str, progress: _Progress) -> Iterator[dict[str, Any]]:
+    """Reports of explained results: each item's PNGs go into its own sub-folder of ``folder`` (a name made
+    safe and unique like a report's), listed in the report's ``explanations`` block (paths relative to
+    ``folder``). A folder that cannot be written costs that item its images, not its report."""
+    from cevit.explain.render import write_explanations
+    from cevit.output import report_file_name
+
+    used: set[str] = set()
+    for result in results:
+        report = result.to_dict()
+        if getattr(result, "explanations", None) is not None:
+            sub = folder / report_file_name(str(result.source), used, suffix="")
+            try:
+                report["explanations"] = write_explanations(result, sub, relative_to=folder)
+            except OSError as exc:
+                why = f"{sub}: cannot write the explanation images ({exc.strerror or exc})"
+                progress.write(f"cevit: error: {why}")
+                report["explanations"] = {"method": method, "error": why}
+        yield report
+
+
+def _analyse(
+    files: list[str], load: Callable[[], Any], progress: _Progress, explain: tuple[Any, str] | None = None
+) -> Iterator[dict[str, Any]]:
     """One report per file, in order. Until the model is needed, each file's content is checked first (cheap:
-    its header), so that a batch of rejected inputs never loads the model."""
+    its header), so that a batch of rejected inputs never loads the model. ``explain``: (folder, method)."""
     from cevit.errors import CevitError
     from cevit.inference.results import error_report
     from cevit.media import sniff_media_type
@@ -261,7 +299,12 @@ def _analyse(files: list[str], load: Callable[[], Any], progress: _Progress) -> 
             yield error_report(path, RuntimeError(f"{path}: internal error: {exc}"))
             continue
         detector = load()
-        yield from detector.analyze_many(files[i:], progress=progress.frame_callback)
+        if explain is None:
+            yield from detector.analyze_many(files[i:], progress=progress.frame_callback)
+        else:
+            folder, method = explain
+            results = detector.analyze_many_results(files[i:], progress=progress.frame_callback, explain=method)
+            yield from _explained(results, folder, method, progress)
         return
 
 
@@ -271,6 +314,11 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     dir_target = args.output is not None and is_directory_target(args.output)
     out_path = check_output_target(args.output) if args.output is not None else None  # before any work
+    explain = None
+    if args.explain is not None:
+        from cevit.explain.maps import check_method
+
+        explain = (check_output_target(args.explain.rstrip("/\\") + "/"), check_method(args.explain_method))
     files, reports = _expand(args.paths)
     n_inputs = len(files) + len(reports)
     fmt = args.format or ("json" if n_inputs == 1 and not dir_target else "jsonl")
@@ -299,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
     for r in reports:  # arguments that could not be resolved
         emit(r)
     try:
-        for report in _analyse(files, load, progress):
+        for report in _analyse(files, load, progress, explain):
             progress.file_done()
             reports.append(report)
             emit(report)

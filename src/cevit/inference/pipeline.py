@@ -145,6 +145,21 @@ def load_weights(path: str | Path) -> CrossEfficientViT:
         raise CheckpointError(f"{path}: cannot be loaded as model weights ({type(exc).__name__})") from None
 
 
+@dataclass
+class _Kept:
+    """What explanations need from one analysis (only kept when they are asked for): the face crops in scoring
+    order, and for an image the image itself; a video's frame to annotate is decoded again afterwards (one
+    frame, instead of holding every sampled frame in memory)."""
+
+    crops: list[np.ndarray] = field(default_factory=list)
+    image: np.ndarray | None = None
+    num_frames: int = 0
+
+
+#: Longer side of the frame copies kept for the annotated image of an explained analysis.
+EXPLAIN_FRAME_SIDE = 1280
+
+
 class Detector:
     """A loaded model plus face detector: call :meth:`analyze` for one file, :meth:`analyze_many` for several."""
 
@@ -230,26 +245,82 @@ class Detector:
         ]  # fmt: skip
         return records
 
+    def _explain(self, result: Analysis, kept: _Kept, method: str) -> Analysis:
+        """``result`` with heat maps of its faces (``kept.crops`` are in the order of ``result.faces``) and the
+        frame to annotate: the image, or the video frame of the highest face score."""
+        from cevit.explain.maps import Explanations, FaceExplanation, face_heatmaps
+
+        t0 = time.perf_counter()
+        maps = face_heatmaps(self.model, kept.crops, preprocessing=self.preprocessing, method=method,
+                             device=self.device)  # fmt: skip
+        faces = tuple(
+            FaceExplanation(frame_index=f.frame_index, face_index=f.face_index, score=f.score, heatmap=m, crop=c)
+            for f, m, c in zip(result.faces, maps, kept.crops)
+        )  # fmt: skip
+        best = max(result.faces, key=lambda f: f.score).frame_index if result.faces else None
+        frame = kept.image
+        if result.media_type == "video":
+            best = result.frames[0].index if best is None else best
+            frame = self._decode_frame(result.source, kept.num_frames, best)
+        else:
+            best = 0
+        scale = 1.0
+        if frame is not None and max(frame.shape[:2]) > EXPLAIN_FRAME_SIDE:
+            import cv2
+
+            scale = EXPLAIN_FRAME_SIDE / max(frame.shape[:2])
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        seconds = time.perf_counter() - t0
+        timings = dataclasses.replace(result.timings, total=result.timings.total + seconds,
+                                      extra={**result.timings.extra, "explain": seconds})  # fmt: skip
+        explanations = Explanations(method=method, faces=faces, frame=frame, frame_index=best, frame_scale=scale,
+                                    seconds=seconds)  # fmt: skip
+        return dataclasses.replace(result, explanations=explanations, timings=timings)
+
+    def _decode_frame(self, source: str, num_frames: int, index: int) -> np.ndarray | None:
+        """The sampled frame ``index`` of a video, decoded again (None, logged, when that fails)."""
+        from cevit.media import sample_frames
+
+        try:
+            for frame in sample_frames(source, num_frames=num_frames, max_frame_pixels=self.options.max_frame_pixels):
+                if frame.index == index:
+                    return frame.image
+        except CevitError as exc:
+            log.warning("%s: frame %d could not be decoded again for the annotated image: %s", source, index, exc)
+        return None
+
     def analyze(
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> dict[str, Any]:  # fmt: skip
         """Analyse one image or video and return its JSON report: a dict, ``analyze_result(...).to_dict()``.
 
         ``num_frames``: frames sampled per video (None: ``options.num_frames``; below 1: ConfigError).
+        ``explain``: see :meth:`analyze_result` (the report then has an ``explanations`` block).
         Raises a :class:`~cevit.errors.CevitError` subclass on bad input.
         """
         return self.analyze_result(
-            media_path, num_frames=num_frames, threshold=threshold, rule=rule, progress=progress
+            media_path, num_frames=num_frames, threshold=threshold, rule=rule, progress=progress, explain=explain
         ).to_dict()
 
     def analyze_result(
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> Analysis:  # fmt: skip
-        """Analyse one image or video and return the typed :class:`~cevit.inference.results.Analysis`."""
+        """Analyse one image or video and return the typed :class:`~cevit.inference.results.Analysis`.
+
+        ``explain``: False (default: no gradients, nothing kept), True (the default method) or a method name of
+        :mod:`cevit.explain` ("gradcam", "attention"): ``result.explanations`` then holds a heat map per face
+        (arrays) and the frame to annotate; :func:`cevit.explain.render.write_explanations` writes the PNGs.
+        """
         from cevit.media import sniff_media_type
 
+        method = None
+        if explain is not False:
+            from cevit.explain.maps import check_method
+
+            method = check_method(explain)
+        kept = _Kept() if method is not None else None
         start = time.perf_counter()
         num_frames = self._num_frames(num_frames)
         agg = self._rule(rule, threshold)
@@ -259,8 +330,10 @@ class Detector:
         kind = sniff_media_type(media_path)
         timings["decode"] += time.perf_counter() - t0
         if kind == "image":
-            return self._analyze_image(source, agg, timings, start)
-        return self._analyze_video(source, agg, timings, start, num_frames, progress)
+            result = self._analyze_image(source, agg, timings, start, kept)
+        else:
+            result = self._analyze_video(source, agg, timings, start, num_frames, progress, kept)
+        return result if kept is None or method is None else self._explain(result, kept, method)
 
     def _num_frames(self, num_frames: int | None) -> int:
         """``num_frames`` checked (None: the default); 0 is an error, not "the default"."""
@@ -281,7 +354,9 @@ class Detector:
             return base
         return get_rule(base.name, face_threshold=base.face_threshold, label_threshold=threshold)
 
-    def _analyze_image(self, source: str, agg: AggregationRule, timings: dict[str, float], start: float) -> Analysis:
+    def _analyze_image(
+        self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, kept: _Kept | None = None
+    ) -> Analysis:
         from cevit.media import load_image
 
         t0 = time.perf_counter()
@@ -290,6 +365,8 @@ class Detector:
         faces: list[tuple[int, int, Any]] = []
         crops: list[np.ndarray] = []
         self._detect_and_crop([image], [0], timings, faces, crops)
+        if kept is not None:
+            kept.crops, kept.image = crops, image
         records = self._finish(faces, crops, timings)
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
         timings["total"] = time.perf_counter() - start
@@ -299,7 +376,7 @@ class Detector:
 
     def _analyze_video(
         self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, num_frames: int,
-        progress: Progress | None,
+        progress: Progress | None, kept: _Kept | None = None,
     ) -> Analysis:  # fmt: skip
         from cevit.errors import MediaError
         from cevit.media import DecodeStats, probe_video, sample_frames
@@ -338,6 +415,8 @@ class Detector:
                 break
         if not frames_meta:
             raise MediaError(f"{source}: no decodable frames")
+        if kept is not None:
+            kept.crops, kept.num_frames = crops, num_frames
         records = self._finish(faces, crops, timings)
         verdict = aggregate([(r.frame_index, r.face_index, r.score) for r in records], agg)
         if stats.frames_failed:  # a damaged video must not read as a clean one
@@ -353,17 +432,17 @@ class Detector:
 
     def analyze_many(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
         """Yield one report (dict) per path as each finishes; a failing item yields an error report
         (``{"schema_version", "source", "error", "error_type"}``), never stops the batch."""
         for result in self.analyze_many_results(paths, num_frames=num_frames, threshold=threshold, rule=rule,
-                                                progress=progress):  # fmt: skip
+                                                progress=progress, explain=explain):  # fmt: skip
             yield result.to_dict()
 
     def analyze_many_results(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> Iterator[Analysis | AnalysisError]:  # fmt: skip
         """Like :meth:`analyze_many`, yielding :class:`Analysis` or, for a failed item, :class:`AnalysisError`.
 
@@ -372,9 +451,13 @@ class Detector:
         """
         num_frames = self._num_frames(num_frames)
         agg = self._rule(rule, threshold)
+        if explain is not False:
+            from cevit.explain.maps import check_method
+
+            explain = check_method(explain)
         for path in paths:
             try:
-                yield self.analyze_result(path, num_frames=num_frames, rule=agg, progress=progress)
+                yield self.analyze_result(path, num_frames=num_frames, rule=agg, progress=progress, explain=explain)
             except CevitError as exc:  # the error is in the yielded report: no log record above DEBUG
                 log.debug("%s", exc)
                 yield AnalysisError.from_exception(str(path), exc)

@@ -30,7 +30,8 @@ class DetectorProtocol(Protocol):
 
     ``analyze`` / ``analyze_many`` give the JSON reports (dicts, schema 1.2); ``analyze_result`` /
     ``analyze_many_results`` the same as typed :class:`~cevit.inference.results.Analysis` objects
-    (``.to_dict()`` is the report). ``score_faces`` scores ready-made face crops (evaluation on face indexes).
+    (``.to_dict()`` is the report); ``explain`` (see :meth:`Detector.analyze_result`) adds heat maps and may be
+    left out by stand-ins that never get it. ``score_faces`` scores ready-made face crops (evaluation on face indexes).
     """
 
     model_info: dict[str, Any]  # name, preset, checkpoint_sha256, ... (the report's ``model`` block)
@@ -39,12 +40,12 @@ class DetectorProtocol(Protocol):
 
     def analyze(
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> dict[str, Any]: ...  # fmt: skip
 
     def analyze_result(
         self, media_path: str | Path, *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
     ) -> Analysis: ...  # fmt: skip
 
     def analyze_many(

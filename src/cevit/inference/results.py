@@ -37,6 +37,15 @@ Frames in which no face was found stay in ``frame_predictions`` with ``score: nu
 ``prediction: "NO_FACE"``; ``frames_analyzed`` counts every sampled frame, with or without faces. When no face
 is found at all, ``metrics.final_average_score`` is 0.0 and ``score`` is null.
 
+Explanations (only when asked for: ``analyze(..., explain=True)``, ``cevit analyze --explain DIR``,
+``POST /v1/analyze`` with ``explain=true``; absent otherwise): ``explanations`` {``method`` ("gradcam" |
+"attention"), ``target`` ("fake logit"), ``time`` (s), ``faces`` [{``frame_index``, ``face_index``, ``peak``
+[x, y] (the heat map's maximum in pixels of the model's ``crop_size`` × ``crop_size`` face crop), ``overlay``
+(CLI: the overlay PNG's path relative to the --explain folder; HTTP: ``data:image/png;base64,...``)}],
+``files`` {``annotated``, ``contact_sheet``, ``timeline`` (videos; else null)} (the same forms)}; ``timings``
+then has an ``explain`` stage, included in ``total``. :class:`Analysis` holds the maps themselves
+(``analysis.explanations.faces[i].heatmap``); ``from_dict`` does not read the block back.
+
 A failed item's report is ``{"schema_version", "source", "error", "error_type"}`` (:class:`AnalysisError`,
 :func:`error_report`).
 """
@@ -47,7 +56,7 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from cevit.inference.aggregation import (
     AggregationRule,
@@ -56,6 +65,9 @@ from cevit.inference.aggregation import (
     get_rule,
     label_and_confidence,
 )
+
+if TYPE_CHECKING:
+    from cevit.explain.maps import Explanations
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -256,6 +268,7 @@ class Analysis:
     frames: tuple[FrameResult, ...] = ()
     frames_failed: int | None = None  # videos: sampled frames that could not be decoded (None: not reported)
     video: VideoInfo | None = None
+    explanations: Explanations | None = None  # heat maps, when analysed with explain (see cevit.explain)
 
     schema_version: ClassVar[str] = SCHEMA_VERSION
 
@@ -356,6 +369,8 @@ class Analysis:
             report["metrics"] = {"final_average_score": 0.0 if self.score is None else round(float(self.score), 6)}
             if self.video is not None:
                 report["video"] = self.video.to_dict()
+        if self.explanations is not None:
+            report["explanations"] = self.explanations.to_dict()
         return report
 
     def to_json(self, *, indent: int | None = None) -> str:

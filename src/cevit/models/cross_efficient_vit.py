@@ -112,7 +112,14 @@ class FeedForward(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention; keys/values from ``context`` (default: x), optionally with x itself prepended."""
+    """Multi-head attention; keys/values from ``context`` (default: x), optionally with x itself prepended.
+
+    With ``keep_attention`` set (by :mod:`cevit.explain` only; a plain attribute, not in the state dict) the
+    attention probabilities are computed explicitly and kept in ``self.attention`` (B, heads, N, M), part of the
+    autograd graph; the output is the same up to float rounding. Off, the fused kernel runs as always.
+    """
+
+    keep_attention: bool = False
 
     def __init__(self, dim: int, *, heads: int, dim_head: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -134,7 +141,12 @@ class Attention(nn.Module):
         k, v = self.to_kv(context).chunk(2, dim=-1)
         k = k.reshape(b, context.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, M, d)
         v = v.reshape(b, context.shape[1], self.heads, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        if self.keep_attention:  # explanations (cevit.explain): the same attention, its probabilities kept
+            attn = torch.softmax((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5, dim=-1)  # (B, h, N, M)
+            self.attention = attn
+            out = F.dropout(attn, p=self.attn_dropout, training=self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(b, n, -1)  # (B, N, h*d)
         return self.to_out(out)
 

@@ -55,6 +55,7 @@ function upload(file) {
   form.append("file", file, file.name);
   if ($("frames").value) form.append("frames", $("frames").value);
   if ($("threshold").value) form.append("threshold", $("threshold").value);
+  if ($("explain").checked) form.append("explain", "true");
 
   const xhr = new XMLHttpRequest();
   const bar = $("bar");
@@ -152,6 +153,10 @@ function render(report) {
   const isVideo = report.media_type === "video";
   show($("chart-box"), isVideo);
   if (isVideo) drawChart();
+  const expl = report.explanations || null;
+  const timeline = expl && expl.files ? expl.files.timeline : null;
+  if (timeline) $("timeline").src = timeline; else $("timeline").removeAttribute("src");
+  show($("timeline"), Boolean(timeline));
   renderFaces(report);
 }
 
@@ -225,6 +230,13 @@ function renderFaces(report) {
   const total = report.faces.length;
   $("faces-title").textContent = total === 0 ? "No face detected"
     : total > faces.length ? `Faces (${faces.length} most suspicious of ${total})` : `Faces (${total})`;
+  // heat-map overlays (report.explanations, when asked for): one image per face, shown over its thumbnail
+  const expl = report.explanations || null;
+  const overlays = new Map(((expl && expl.faces) || []).filter((f) => f.overlay)
+    .map((f) => [`${f.frame_index}:${f.face_index}`, f.overlay]));
+  show($("heat-row"), overlays.size > 0);
+  $("heat-method").textContent = expl ? `(${expl.method})` : "";
+  box.classList.toggle("show-heat", overlays.size > 0 && $("heat-toggle").checked);
   const items = faces.map((face) => {
     const label = face.score > state.threshold ? "FAKE" : "REAL";
     const fig = document.createElement("figure");
@@ -239,7 +251,16 @@ function renderFaces(report) {
     where.className = "muted";
     where.textContent = report.media_type === "video" ? `frame ${face.frame_index}` : `face ${face.face_index + 1}`;
     cap.append(b, where);
-    fig.append(canvas, cap);
+    fig.append(canvas);
+    const heat = overlays.get(`${face.frame_index}:${face.face_index}`);
+    if (heat) {
+      const img = document.createElement("img");
+      img.className = "heat";
+      img.alt = "heat map: where the evidence for 'fake' lies";
+      img.src = heat;
+      fig.append(img);
+    }
+    fig.append(cap);
     box.append(fig);
     return { face, canvas };
   });
@@ -329,6 +350,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
   });
   $("download").addEventListener("click", downloadJson);
+  $("heat-toggle").addEventListener("change", (e) => $("faces").classList.toggle("show-heat", e.target.checked));
   $("api-key").addEventListener("change", loadInfo);
   let resizeTimer = null;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(drawChart, 100); });
