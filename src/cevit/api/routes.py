@@ -28,7 +28,14 @@ from starlette.requests import ClientDisconnect
 from cevit import __version__
 from cevit.api.errors import ApiError, too_large
 from cevit.api.pool import InferencePool
-from cevit.api.uploads import MAX_FRAMES, MULTIPART_SLACK, parse_analysis_fields, receive_upload, unlink_quietly
+from cevit.api.uploads import (
+    MAX_FRAMES,
+    MULTIPART_SLACK,
+    TempSpace,
+    parse_analysis_fields,
+    receive_upload,
+    unlink_quietly,
+)
 from cevit.errors import CevitError, MediaError, MediaTooLargeError, UnsupportedMediaError
 from cevit.inference.protocol import DetectorProtocol
 from cevit.inference.results import AnalysisError
@@ -45,9 +52,10 @@ class Service:
 
     def __init__(
         self, *, detector: DetectorProtocol | None, weights: str | Path | None, device: str, max_upload_bytes: int,
-        workers: int, queue_size: int, api_key: str | None, tmp_dir: str | Path | None,
+        workers: int, queue_size: int, api_key: str | None, tmp_dir: str | Path | None, max_temp_bytes: int,
     ) -> None:  # fmt: skip
         self.detector = detector
+        self.temp_space = TempSpace(cap=max_temp_bytes)
         self.weights = weights
         self.device = device
         self.max_upload_bytes = max_upload_bytes
@@ -109,14 +117,24 @@ ANALYZE_BODY = {
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
-        401: "missing or wrong X-API-Key", 413: "upload or image too large", 415: "not a supported image or video",
-        422: "bad form fields, or a corrupt/truncated file (body: the error report)",
-        503: "busy: all workers and queue slots taken (see Retry-After)", 500: "internal error",
+        401: "missing or wrong X-API-Key",
+        413: "upload, image or video above a size limit (bytes, pixels, frame pixels, duration, estimated memory)",
+        415: "not a multipart request, or not a supported image or video",
+        422: "bad form fields, a corrupt/truncated file, or a work limit (time, faces per frame) (body: the error "
+             "report)",
+        503: "busy: all workers and queue slots taken, or the temporary upload space full (see Retry-After)",
+        500: "internal error",
     }  # fmt: skip
     return {code: {"description": text[code]} for code in codes}
 
 
 # -- analysis helpers ------------------------------------------------------------------------------------------
+def _discard(path: Path, space: TempSpace, charged: int) -> None:
+    """Delete an upload's temporary file and give its bytes back to the temporary space."""
+    unlink_quietly(path)
+    space.release(charged)
+
+
 def _media_error(exc: CevitError, path: Path, filename: str) -> ApiError:
     """Map a library error about the temporary file to an HTTP error that names the client's file instead."""
     report = AnalysisError.from_exception(filename, exc).to_dict()
@@ -209,9 +227,11 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
                            error_type="Busy", headers={"Retry-After": str(svc.pool.retry_after())})  # fmt: skip
         path = svc.tmp_dir / f"upload-{uuid.uuid4().hex}"
         job: Future | None = None
+        charged = 0  # bytes of temporary space this request holds once its upload is complete
         try:
             try:
-                upload = await receive_upload(request, path, svc.max_upload_bytes)
+                upload = await receive_upload(request, path, svc.max_upload_bytes, space=svc.temp_space)
+                charged = upload.charged
             except ClientDisconnect:
                 raise ApiError(499, "client disconnected during the upload", error_type="ClientDisconnect") from None
             filename = upload.filename or "upload"
@@ -223,7 +243,7 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
                 raise _media_error(exc, path, filename) from None
             analyze_fn = partial(svc.detector.analyze, media_path=path, num_frames=frames, threshold=threshold)
             try:
-                job = svc.pool.submit(slot, analyze_fn, cleanup=partial(unlink_quietly, path))
+                job = svc.pool.submit(slot, analyze_fn, cleanup=partial(_discard, path, svc.temp_space, charged))
             except RuntimeError:
                 raise ApiError(503, "server shutting down", error_type="Busy", headers={"Retry-After": "5"}) from None
             try:
@@ -238,7 +258,7 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
                                error_type="InternalError") from None  # fmt: skip
         finally:
             if job is None:  # never reached the pool: clean up here (else the job's done-callback does)
-                unlink_quietly(path)
+                _discard(path, svc.temp_space, charged)
                 slot.release()
         report = {**report, "source": filename}
         fields.update(prediction=report.get("prediction"), faces=len(report.get("faces") or []),
