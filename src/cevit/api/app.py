@@ -18,7 +18,7 @@ Endpoints
     the web page (``static/``: plain HTML/CSS/JS, no external resources).
 
 Status codes of ``/v1/analyze``: 200 report; 401 missing or wrong ``X-API-Key`` (when a key is configured);
-413 upload above the size limit, or media above a size limit of the resource policy (pixels, frame pixels,
+408 an upload that pauses or lasts too long (``upload_timeouts``); 413 upload above the size limit, or media above a size limit of the resource policy (pixels, frame pixels,
 declared video duration, estimated memory); 415 not a multipart request, or a file that is not a supported image
 or video (decided by content); 422 bad form fields, a corrupt or truncated file, or a work limit of the resource
 policy (wall time per item, faces per frame) (the body is the library's error report: ``{"schema_version",
@@ -69,7 +69,7 @@ from cevit.api.logging import JsonLogFormatter
 from cevit.api.middleware import RequestContextMiddleware
 from cevit.api.pool import DEFAULT_QUEUE_SIZE, InferencePool
 from cevit.api.routes import STATIC_DIR, Service, add_routes
-from cevit.api.uploads import DEFAULT_MAX_TEMP_BYTES, DEFAULT_MAX_UPLOAD_BYTES, MAX_FRAMES
+from cevit.api.uploads import DEFAULT_MAX_TEMP_BYTES, DEFAULT_MAX_UPLOAD_BYTES, MAX_FRAMES, UploadTimeouts
 from cevit.inference.protocol import DetectorProtocol
 
 __all__ = [
@@ -105,6 +105,7 @@ def create_app(
     *, detector: DetectorProtocol | None = None, weights: str | Path | None = None, device: str = "auto",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, workers: int = 1, queue_size: int = DEFAULT_QUEUE_SIZE,
     api_key: str | None = None, tmp_dir: str | Path | None = None, max_temp_bytes: int | None = None,
+    upload_timeouts: UploadTimeouts | None = None,
 ) -> FastAPI:  # fmt: skip
     """Build the service.
 
@@ -118,6 +119,8 @@ def create_app(
             shutdown. A given directory is created if missing and left in place.
         max_temp_bytes: the bytes of all uploads on disk at once (default: ``DEFAULT_MAX_TEMP_BYTES``, 1 GiB, or
             ``max_upload_bytes`` when larger); an upload that would pass it gets 503 while it streams.
+        upload_timeouts: the longest pause and the longest time of an upload (default 30 s / 600 s); a slower
+            client gets 408 and frees its admission slot.
     """
     from cevit.errors import ConfigError
 
@@ -133,7 +136,7 @@ def create_app(
         raise ConfigError("the API key must not be empty")
     service = Service(detector=detector, weights=weights, device=device, max_upload_bytes=max_upload_bytes,
                       workers=workers, queue_size=queue_size, api_key=api_key, tmp_dir=tmp_dir,
-                      max_temp_bytes=max_temp_bytes)  # fmt: skip
+                      max_temp_bytes=max_temp_bytes, upload_timeouts=upload_timeouts or UploadTimeouts())  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

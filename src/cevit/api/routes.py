@@ -32,6 +32,7 @@ from cevit.api.uploads import (
     MAX_FRAMES,
     MULTIPART_SLACK,
     TempSpace,
+    UploadTimeouts,
     parse_analysis_fields,
     receive_upload,
     unlink_quietly,
@@ -53,8 +54,10 @@ class Service:
     def __init__(
         self, *, detector: DetectorProtocol | None, weights: str | Path | None, device: str, max_upload_bytes: int,
         workers: int, queue_size: int, api_key: str | None, tmp_dir: str | Path | None, max_temp_bytes: int,
+        upload_timeouts: UploadTimeouts,
     ) -> None:  # fmt: skip
         self.detector = detector
+        self.upload_timeouts = upload_timeouts
         self.temp_space = TempSpace(cap=max_temp_bytes)
         self.weights = weights
         self.device = device
@@ -118,6 +121,7 @@ ANALYZE_BODY = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
         401: "missing or wrong X-API-Key",
+        408: "the upload was too slow (a pause or the whole upload above the service's upload timeouts)",
         413: "upload, image or video above a size limit (bytes, pixels, frame pixels, duration, estimated memory)",
         415: "not a multipart request, or not a supported image or video",
         422: "bad form fields, a corrupt/truncated file, or a work limit (time, faces per frame) (body: the error "
@@ -206,7 +210,7 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
         "/v1/analyze", tags=["analysis"], summary="Analyse one image or video", dependencies=auth,
         openapi_extra={"requestBody": ANALYZE_BODY},
         responses={200: {"description": "the report (see the README, 'The report')"},
-                   **error_responses(401, 413, 415, 422, 503, 500)},
+                   **error_responses(401, 408, 413, 415, 422, 503, 500)},
     )  # fmt: skip
     async def analyze(request: Request) -> JSONResponse:
         from cevit.media import sniff_media_type
@@ -230,7 +234,8 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
         charged = 0  # bytes of temporary space this request holds once its upload is complete
         try:
             try:
-                upload = await receive_upload(request, path, svc.max_upload_bytes, space=svc.temp_space)
+                upload = await receive_upload(request, path, svc.max_upload_bytes, space=svc.temp_space,
+                                              timeouts=svc.upload_timeouts)  # fmt: skip
                 charged = upload.charged
             except ClientDisconnect:
                 raise ApiError(499, "client disconnected during the upload", error_type="ClientDisconnect") from None

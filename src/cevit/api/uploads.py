@@ -3,7 +3,9 @@
 python-multipart's streaming parser feeds :class:`Upload`; the file part goes to disk in chunks of about 1 MiB
 (written in a thread, so the event loop never blocks on the disk) and is refused with 413 as soon as it passes
 the limit. The bytes of all uploads on disk at once are charged to a :class:`TempSpace` (``max_temp_bytes``): an
-upload that would pass that cap is refused with 503 while it streams, so parallel uploads never fill the disk.
+upload that would pass that cap is refused with 503 while it streams, so parallel uploads never fill the disk. A
+client that pauses too long or takes too long in all gets 408 (:class:`UploadTimeouts`), so slow clients cannot
+hold admission slots for ever.
 Only the fields ``file``, ``frames`` and ``threshold`` are accepted, with exactly one file. The caller
 owns the temporary file and deletes it (:func:`unlink_quietly`) in every case.
 """
@@ -15,7 +17,8 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +34,9 @@ __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_MAX_TEMP_BYTES",
     "TempSpace",
+    "UploadTimeouts",
+    "DEFAULT_UPLOAD_IDLE_SECONDS",
+    "DEFAULT_UPLOAD_SECONDS",
     "MAX_FRAMES",
     "MULTIPART_SLACK",
     "FORM_FIELDS",
@@ -45,6 +51,8 @@ log = logging.getLogger("cevit.api")
 
 DEFAULT_MAX_UPLOAD_BYTES = 200 * MIB
 DEFAULT_MAX_TEMP_BYTES = 1024 * MIB  # all uploads on disk at once (at least one upload of the maximum size)
+DEFAULT_UPLOAD_IDLE_SECONDS = 30.0  # longest pause in an upload
+DEFAULT_UPLOAD_SECONDS = 600.0  # longest upload (200 MB at 2.7 Mbit/s)
 MAX_FRAMES = 300  # upper bound of the ``frames`` form field
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers on top of the file itself
 FORM_FIELDS = ("file", "frames", "threshold")
@@ -186,8 +194,44 @@ def unlink_quietly(path: Path) -> None:
         log.exception("could not delete the temporary upload %s", path)
 
 
-async def receive_upload(request: Request, path: Path, max_bytes: int, *, space: TempSpace | None = None) -> Upload:
-    """Stream the multipart body into ``path`` (created here); raises ApiError on any problem.
+@dataclass(frozen=True, kw_only=True)
+class UploadTimeouts:
+    """How long a client may take to send its body: ``idle`` seconds without a byte, ``total`` seconds in all.
+
+    A slow client (slowloris-style: a byte now and then) holds an admission slot while it uploads; these bound
+    how long, and the request then gets 408. Uvicorn itself has no timeout for reading a request.
+    """
+
+    idle: float = DEFAULT_UPLOAD_IDLE_SECONDS
+    total: float = DEFAULT_UPLOAD_SECONDS
+
+
+async def _chunks(request: Request, timeouts: UploadTimeouts) -> AsyncIterator[bytes]:
+    """The body's chunks; ApiError 408 when the client pauses longer than ``idle`` or takes more than ``total``."""
+    end = time.monotonic() + timeouts.total
+    stream = request.stream().__aiter__()
+    while True:
+        remaining = end - time.monotonic()
+        wait = min(timeouts.idle, remaining)
+        chunk = None
+        with anyio.move_on_after(max(0.0, wait)):
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                return
+        if chunk is None:
+            why = (f"took longer than {timeouts.total:g} s" if wait >= remaining
+                   else f"sent nothing for {timeouts.idle:g} s")  # fmt: skip
+            raise ApiError(408, f"upload timed out: the client {why}", error_type="UploadTimeout",
+                           headers={"Connection": "close"})  # fmt: skip
+        yield chunk
+
+
+async def receive_upload(
+    request: Request, path: Path, max_bytes: int, *, space: TempSpace | None = None,
+    timeouts: UploadTimeouts | None = None,
+) -> Upload:  # fmt: skip
+    """Stream the multipart body into ``path`` (created here); raises ApiError on any problem (408: too slow).
 
     The file's bytes are charged to ``space`` as they arrive: on success the caller owns ``upload.charged`` and
     releases it once the file is deleted; on failure it is released here.
@@ -195,7 +239,7 @@ async def receive_upload(request: Request, path: Path, max_bytes: int, *, space:
     """
     upload = Upload(max_bytes=max_bytes, space=space)
     try:
-        return await _receive(request, path, upload)
+        return await _receive(request, path, upload, timeouts or UploadTimeouts())
     except BaseException:
         if space is not None:
             space.release(upload.charged)
@@ -203,7 +247,7 @@ async def receive_upload(request: Request, path: Path, max_bytes: int, *, space:
         raise
 
 
-async def _receive(request: Request, path: Path, upload: Upload) -> Upload:
+async def _receive(request: Request, path: Path, upload: Upload, timeouts: UploadTimeouts) -> Upload:
     _, params = parse_options_header(request.headers.get("content-type", "").encode("latin-1"))
     if not params.get(b"boundary"):
         raise ApiError(
@@ -212,7 +256,7 @@ async def _receive(request: Request, path: Path, upload: Upload) -> Upload:
     parser = MultipartParser(params[b"boundary"], callbacks=upload.callbacks())  # type: ignore[arg-type]
     fh = await anyio.to_thread.run_sync(_open_exclusive, path)
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, timeouts):
             if chunk:
                 try:
                     parser.write(chunk)

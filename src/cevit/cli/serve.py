@@ -42,6 +42,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-temp-mb", type=float, default=None,
                    help="temporary disk space of all uploads at once in MB; an upload that would pass it gets 503 "
                    "(default: 1024, or --max-upload-mb when larger)")  # fmt: skip
+    p.add_argument("--upload-idle-timeout", type=float, default=30.0, metavar="S",
+                   help="answer 408 when an upload pauses longer than S seconds (default: 30)")  # fmt: skip
+    p.add_argument("--upload-timeout", type=float, default=600.0, metavar="S",
+                   help="answer 408 when an upload takes longer than S seconds in all (default: 600)")  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("CEVIT_API_KEY") or None,
                    help="require this key in the X-API-Key header (default: $CEVIT_API_KEY; none)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -73,12 +77,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1 and --queue-size >= 0, got {args.workers} and {args.queue_size}")
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if not (args.upload_idle_timeout > 0 and args.upload_timeout > 0):
+        raise ConfigError("--upload-idle-timeout and --upload-timeout must be > 0")
     if args.max_temp_mb is not None and args.max_temp_mb < args.max_upload_mb:
         raise ConfigError(f"--max-temp-mb must be at least --max-upload-mb, got {args.max_temp_mb}")
     try:
         import uvicorn
 
         from cevit.api import create_app
+        from cevit.api.uploads import UploadTimeouts
     except ImportError as exc:
         raise ConfigError(f"cevit serve needs the 'api' extra: pip install 'cevit[api]' ({exc})") from exc
     from cevit.inference.pipeline import load_model
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         detector=detector, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), workers=args.workers,
         queue_size=args.queue_size, api_key=args.api_key, tmp_dir=args.tmp_dir,
         max_temp_bytes=None if args.max_temp_mb is None else int(args.max_temp_mb * 1024 * 1024),
+        upload_timeouts=UploadTimeouts(idle=args.upload_idle_timeout, total=args.upload_timeout),
     )  # fmt: skip
     if args.host not in LOOPBACK and args.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the service",
