@@ -8,7 +8,7 @@ from pathlib import Path
 from fuzz import seeds
 from fuzz.common import scratch_file
 
-INSTRUMENT = ("cevit.convert",)
+INSTRUMENT = ("cevit.convert", "torch.serialization", "torch._weights_only_unpickler")  # the unpickler is Python
 
 
 def seed(folder: Path) -> None:
