@@ -8,7 +8,9 @@ from pathlib import Path
 from fuzz import seeds
 from fuzz.common import scratch_file
 
-INSTRUMENT = ("cevit.convert", "torch.serialization", "torch._weights_only_unpickler")  # the unpickler is Python
+INSTRUMENT = ("cevit.convert",)
+#: with ``--deep``: torch's unpickler (Python) too; much better guidance, but instrumenting it costs about a minute
+INSTRUMENT_DEEP = ("torch.serialization", "torch._weights_only_unpickler")
 
 
 def seed(folder: Path) -> None:

@@ -53,7 +53,10 @@ def _worker(target: str, libfuzzer_args: list[str]) -> None:
     import atheris
 
     harness = _harness(target)
-    with atheris.instrument_imports(include=list(harness.INSTRUMENT)):
+    include = list(harness.INSTRUMENT)
+    if os.environ.get("CEVIT_FUZZ_DEEP") == "1":
+        include += list(getattr(harness, "INSTRUMENT_DEEP", ()))
+    with atheris.instrument_imports(include=include):
         harness.load()
     atheris.Setup([sys.argv[0], *libfuzzer_args], harness.one_input)
     atheris.Fuzz()
@@ -97,7 +100,7 @@ def _parse(target: str, log: Path, rc: int, seconds: float, crashes: Path) -> Re
 
 
 def run_target(target: str, *, workdir: Path, runs: int | None, seconds: int | None, timeout: int,
-               rss_limit_mb: int, quiet: bool) -> Result:  # fmt: skip
+               rss_limit_mb: int, quiet: bool, deep: bool = False) -> Result:  # fmt: skip
     seeds, corpus, crashes, logs = (workdir / d / target for d in ("seeds", "corpus", "crashes", "logs"))
     for d in (seeds, corpus, crashes.parent, logs.parent):
         d.mkdir(parents=True, exist_ok=True)
@@ -106,6 +109,7 @@ def run_target(target: str, *, workdir: Path, runs: int | None, seconds: int | N
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["CEVIT_FUZZ_DEEP"] = "1" if deep else "0"
     if not any(seeds.iterdir()):
         subprocess.run([sys.executable, "-m", "fuzz.run", "--seed-into", str(seeds), target], env=env, check=True)
     args = [f"-timeout={timeout}", f"-rss_limit_mb={rss_limit_mb}", f"-artifact_prefix={crashes}-",
@@ -156,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".fuzz", help="seeds, corpus, crashes, logs")
     parser.add_argument("--timeout", type=int, default=60, help="seconds one input may take (default 60)")
     parser.add_argument("--rss-limit-mb", type=int, default=3072, help="memory of the fuzzing process")
+    parser.add_argument("--deep", action="store_true",
+                        help="also instrument the libraries a harness names in INSTRUMENT_DEEP (pth: torch's "
+                        "unpickler): better coverage guidance, slower start; for long campaigns")  # fmt: skip
     parser.add_argument("--fail-on-timeout", action="store_true", help="a slow input fails the run too")
     parser.add_argument("--replay", nargs="+", metavar="FILE", help="run these inputs once, no fuzzing")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'target':<12} {'outcome':<8} {'executions':>10} {'cov start->end':>15} {'ft':>6} {'corpus':>6} {'s':>6}")
     for target in targets:
         r = run_target(target, workdir=args.workdir, runs=args.runs, seconds=args.seconds, timeout=args.timeout,
-                       rss_limit_mb=args.rss_limit_mb, quiet=False)  # fmt: skip
+                       rss_limit_mb=args.rss_limit_mb, quiet=False, deep=args.deep)  # fmt: skip
         results.append(r)
         cov = f"{r.cov_start}->{r.cov_end}"
         print(f"{r.target:<12} {r.outcome:<8} {r.executions:>10} {cov:>15} {r.features_end or 0:>6} "

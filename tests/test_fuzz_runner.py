@@ -40,3 +40,4 @@ def test_every_target_has_a_harness():
     for target in TARGETS:
         harness = importlib.import_module(f"fuzz.{target}")
         assert callable(harness.seed) and callable(harness.load) and callable(harness.one_input) and harness.INSTRUMENT
+        assert all(isinstance(m, str) for m in getattr(harness, "INSTRUMENT_DEEP", ()))
