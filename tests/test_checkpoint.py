@@ -229,3 +229,25 @@ def test_unwritable_output_is_a_checkpoint_error(small_model, tmp_path):
         with pytest.raises(CheckpointError, match="cannot write checkpoint"):
             save_checkpoint(small_model, bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_metadata_asking_for_a_huge_model_is_refused_before_building_it(small_model, tmp_path):
+    """A few bytes of metadata must not make cevit allocate a model of any size: the described model is compared
+    with the file's tensors (built on the meta device) before it is built for real."""
+    import resource
+
+    from safetensors import safe_open
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_model, path)
+    with safe_open(str(path), "pt") as fh:
+        meta = dict(fh.metadata())
+    cfg = json.loads(meta["config"])
+    cfg["sm_dim"] = cfg["sm_enc_mlp_dim"] = 30_000  # about 1.9e9 parameters: 7 GB if it were built
+    meta["config"] = json.dumps(cfg)
+    hostile = tmp_path / "huge.safetensors"
+    save_file({"w": torch.zeros(2)}, str(hostile), metadata=meta)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(CheckpointError, match=r"huge\.safetensors: weights do not match the model"):
+        load_checkpoint(hostile)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 512 * 1024

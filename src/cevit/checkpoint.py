@@ -244,11 +244,10 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     )  # fmt: skip
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
-    """Load ``state`` into ``model`` requiring the same keys and shapes; errors name the keys and ``source``."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], *, source: str) -> None:
+    """CheckpointError unless ``found`` has exactly the keys of ``expected`` with the same shapes."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -258,13 +257,44 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
                 f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
             )
         raise CheckpointError(f"{source}: weights do not match the model: {'; '.join(parts)}")
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape
-    ]
+    wrong = [f"{k} {tuple(found[k])} != {tuple(v)}" for k, v in expected.items() if tuple(found[k]) != tuple(v)]
     if wrong:
         raise CheckpointError(f"{source}: tensor shapes do not match the model: {'; '.join(wrong[:8])}")
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load ``state`` into ``model`` requiring the same keys and shapes; errors name the keys and ``source``."""
+    expected = model.state_dict()
+    check_shapes({k: tuple(v.shape) for k, v in expected.items()}, {k: tuple(v.shape) for k, v in state.items()},
+                 source=source)  # fmt: skip
     cast = {k: v.to(dtype=expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(cast, strict=True)
+
+
+def _check_model_matches_tensors(path: Path, info: CheckpointInfo) -> None:
+    """Refuse a checkpoint whose metadata describes another model than the tensors it holds, spending no memory.
+
+    The model the metadata describes is built on PyTorch's ``meta`` device (shapes only, no storage) and its keys
+    and shapes are compared with the safetensors header. So a file can only make cevit build a model as large as
+    the tensors it really contains (without this, a few bytes of metadata could ask for a model of any size).
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - a header safetensors cannot read
+        raise CheckpointError(f"{path}: cannot read tensors ({exc})") from None
+    try:
+        with torch.device("meta"):
+            skeleton = CrossEfficientViT(config=info.config, preprocessing=info.preprocessing,
+                                         preset_name=info.architecture or info.preset)  # fmt: skip
+    except CevitError as exc:
+        raise CheckpointError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a config the model cannot be built from
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: the model this checkpoint describes cannot be built ({reason})") from None
+    check_shapes({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, found, source=str(path))
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> CrossEfficientViT:
@@ -276,6 +306,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
 
     path = Path(path)
     info = read_checkpoint_info(path)
+    _check_model_matches_tensors(path, info)  # before any memory is spent on the model or the tensors
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:

@@ -91,11 +91,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str | None = Non
         raise ConfigError(f"{_where(source, prefix.rstrip('.') or cls.__name__)}: expected a mapping")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)  # YAML keys may be numbers, null, ...
     if unknown:
         raise ConfigError(
             f"{_where(source, prefix.rstrip('.') or cls.__name__)}: unknown key(s) "
-            f"{', '.join(repr(prefix + k) for k in unknown)}; valid keys: {', '.join(sorted(fields))}"
+            f"{', '.join(repr(f'{prefix}{k}') for k in unknown)}; valid keys: {', '.join(sorted(fields))}"
         )
     kwargs = {name: _convert(hints[name], value, key=prefix + name, source=source) for name, value in data.items()}
     try:
@@ -140,6 +140,8 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: config file is not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

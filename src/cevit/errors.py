@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "MediaError",
     "UnsupportedMediaError",
+    "ResourceLimitError",
     "MediaTooLargeError",
     "FaceDetectionError",
     "ModelError",
@@ -39,8 +40,17 @@ class UnsupportedMediaError(MediaError):
     """The file is readable but is not an image or video format cevit supports."""
 
 
-class MediaTooLargeError(MediaError):
-    """The media exceeds a configured safety limit (pixel count, file size)."""
+class ResourceLimitError(MediaError):
+    """Analysing the item would exceed a limit of the resource policy (time, faces, memory, size, duration).
+
+    The message names the file, the limit's setting and its value. The subclass :class:`MediaTooLargeError` is
+    raised for the limits on the media's size (pixels, frame pixels, duration, estimated memory); this class
+    itself for the limits on the work (wall time, faces per frame).
+    """
+
+
+class MediaTooLargeError(ResourceLimitError):
+    """The media exceeds a configured size limit (pixel count, frame size, duration, estimated memory)."""
 
 
 class FaceDetectionError(CevitError):

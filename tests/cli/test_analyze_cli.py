@@ -373,3 +373,20 @@ def test_explain_method_without_explain_is_a_usage_error(tiny_checkpoint, capsys
     code, out, err = run(["analyze", str(SAMPLE_FACE), "--weights", str(tiny_checkpoint),
                           "--explain-method", "gradcam"], capsys)  # fmt: skip
     assert code == 2 and "--explain-method needs --explain" in err
+
+
+def test_resource_limit_flags(tiny_checkpoint, face_rgb, tmp_path, capsys):
+    video = write_test_video(tmp_path / "two_seconds.mp4", [face_rgb[:64, :64]] * 20, rate=10)
+    weights = ["--weights", str(tiny_checkpoint), "--device", "cpu"]
+    code, out, err = run(["analyze", str(video), "--max-video-seconds", "1.5", *weights], capsys)
+    report = json.loads(out)
+    assert code == 1 and report["error_type"] == "MediaTooLargeError"
+    assert str(video) in report["error"] and "max_video_seconds=1.5" in report["error"]
+    assert err.count("max_video_seconds=1.5") == 1  # one stderr line for the failed item
+    code, out, err = run(["analyze", str(SAMPLE_FACE), "--max-faces", "none", "--max-item-seconds", "none",
+                          "--max-video-seconds", "off", "--max-item-memory-mb", "64", *weights], capsys)  # fmt: skip
+    assert code == 0, err
+    for flag, value in [("--max-faces", "0"), ("--max-faces", "1.5"), ("--max-item-seconds", "-3"),
+                        ("--max-item-memory-mb", "lots")]:  # fmt: skip
+        code, out, err = run(["analyze", str(SAMPLE_FACE), flag, value, *weights], capsys)
+        assert code == 2 and flag in err, (flag, value, err)

@@ -18,11 +18,12 @@ Endpoints
     the web page (``static/``: plain HTML/CSS/JS, no external resources).
 
 Status codes of ``/v1/analyze``: 200 report; 401 missing or wrong ``X-API-Key`` (when a key is configured);
-413 upload above the size limit, or an image above the pixel limit; 415 not a multipart request, or a file
-that is not a supported image or video (decided by content); 422 bad form fields, or a corrupt or truncated
-file (the body is the library's error report: ``{"schema_version", "source", "error", "error_type"}`` with
-the same ``error`` text as the CLI prints); 503 all workers and queue slots are taken (``Retry-After``
-header); 500 an unexpected failure. Every response carries an ``X-Request-ID`` header; error bodies repeat it
+408 an upload that pauses or lasts too long (``upload_timeouts``); 413 upload above the size limit, or media above a size limit of the resource policy (pixels, frame pixels,
+declared video duration, estimated memory); 415 not a multipart request, or a file that is not a supported image
+or video (decided by content); 422 bad form fields, a corrupt or truncated file, or a work limit of the resource
+policy (wall time per item, faces per frame) (the body is the library's error report: ``{"schema_version",
+"source", "error", "error_type"}`` with the same ``error`` text as the CLI prints); 503 all workers and queue
+slots are taken, or the temporary space for uploads is full (``Retry-After`` header); 500 an unexpected failure. Every response carries an ``X-Request-ID`` header; error bodies repeat it
 as ``request_id``.
 
 Design (one module per concern)
@@ -68,7 +69,7 @@ from cevit.api.logging import JsonLogFormatter
 from cevit.api.middleware import RequestContextMiddleware
 from cevit.api.pool import DEFAULT_QUEUE_SIZE, InferencePool
 from cevit.api.routes import STATIC_DIR, Service, add_routes
-from cevit.api.uploads import DEFAULT_MAX_UPLOAD_BYTES, MAX_FRAMES
+from cevit.api.uploads import DEFAULT_MAX_TEMP_BYTES, DEFAULT_MAX_UPLOAD_BYTES, MAX_FRAMES, UploadTimeouts
 from cevit.inference.protocol import DetectorProtocol
 
 __all__ = [
@@ -103,7 +104,8 @@ def _api_key_check(api_key: str | None) -> Callable[[Request], Awaitable[None]]:
 def create_app(
     *, detector: DetectorProtocol | None = None, weights: str | Path | None = None, device: str = "auto",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, workers: int = 1, queue_size: int = DEFAULT_QUEUE_SIZE,
-    api_key: str | None = None, tmp_dir: str | Path | None = None,
+    api_key: str | None = None, tmp_dir: str | Path | None = None, max_temp_bytes: int | None = None,
+    upload_timeouts: UploadTimeouts | None = None,
 ) -> FastAPI:  # fmt: skip
     """Build the service.
 
@@ -115,6 +117,10 @@ def create_app(
         api_key: when set, ``/v1/analyze`` and ``/v1/models`` need it in the ``X-API-Key`` header.
         tmp_dir: where uploads are written; default: a fresh private directory made at start-up and removed at
             shutdown. A given directory is created if missing and left in place.
+        max_temp_bytes: the bytes of all uploads on disk at once (default: ``DEFAULT_MAX_TEMP_BYTES``, 1 GiB, or
+            ``max_upload_bytes`` when larger); an upload that would pass it gets 503 while it streams.
+        upload_timeouts: the longest pause and the longest time of an upload (default 30 s / 600 s); a slower
+            client gets 408 and frees its admission slot.
     """
     from cevit.errors import ConfigError
 
@@ -122,10 +128,15 @@ def create_app(
         raise ConfigError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
     if workers < 1 or queue_size < 0:
         raise ConfigError(f"workers must be >= 1 and queue_size >= 0, got {workers} and {queue_size}")
+    if max_temp_bytes is None:
+        max_temp_bytes = max(DEFAULT_MAX_TEMP_BYTES, max_upload_bytes)
+    if max_temp_bytes < max_upload_bytes:
+        raise ConfigError(f"max_temp_bytes ({max_temp_bytes}) must be at least max_upload_bytes ({max_upload_bytes})")
     if api_key is not None and not api_key:
         raise ConfigError("the API key must not be empty")
     service = Service(detector=detector, weights=weights, device=device, max_upload_bytes=max_upload_bytes,
-                      workers=workers, queue_size=queue_size, api_key=api_key, tmp_dir=tmp_dir)  # fmt: skip
+                      workers=workers, queue_size=queue_size, api_key=api_key, tmp_dir=tmp_dir,
+                      max_temp_bytes=max_temp_bytes, upload_timeouts=upload_timeouts or UploadTimeouts())  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

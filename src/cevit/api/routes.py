@@ -31,6 +31,8 @@ from cevit.api.pool import InferencePool
 from cevit.api.uploads import (
     MAX_FRAMES,
     MULTIPART_SLACK,
+    TempSpace,
+    UploadTimeouts,
     parse_analysis_fields,
     parse_explain_field,
     receive_upload,
@@ -52,9 +54,12 @@ class Service:
 
     def __init__(
         self, *, detector: DetectorProtocol | None, weights: str | Path | None, device: str, max_upload_bytes: int,
-        workers: int, queue_size: int, api_key: str | None, tmp_dir: str | Path | None,
+        workers: int, queue_size: int, api_key: str | None, tmp_dir: str | Path | None, max_temp_bytes: int,
+        upload_timeouts: UploadTimeouts,
     ) -> None:  # fmt: skip
         self.detector = detector
+        self.upload_timeouts = upload_timeouts
+        self.temp_space = TempSpace(cap=max_temp_bytes)
         self.weights = weights
         self.device = device
         self.max_upload_bytes = max_upload_bytes
@@ -120,9 +125,14 @@ ANALYZE_BODY = {
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
-        401: "missing or wrong X-API-Key", 413: "upload or image too large", 415: "not a supported image or video",
-        422: "bad form fields, or a corrupt/truncated file (body: the error report)",
-        503: "busy: all workers and queue slots taken (see Retry-After)", 500: "internal error",
+        401: "missing or wrong X-API-Key",
+        408: "the upload was too slow (a pause or the whole upload above the service's upload timeouts)",
+        413: "upload, image or video above a size limit (bytes, pixels, frame pixels, duration, estimated memory)",
+        415: "not a multipart request, or not a supported image or video",
+        422: "bad form fields, a corrupt/truncated file, or a work limit (time, faces per frame) (body: the error "
+             "report)",
+        503: "busy: all workers and queue slots taken, or the temporary upload space full (see Retry-After)",
+        500: "internal error",
     }  # fmt: skip
     return {code: {"description": text[code]} for code in codes}
 
@@ -136,6 +146,12 @@ def _explained_report(
 
     result = detector.analyze_result(path, num_frames=num_frames, threshold=threshold, explain=method)
     return {**result.to_dict(), "explanations": inline_explanations(result)}
+
+
+def _discard(path: Path, space: TempSpace, charged: int) -> None:
+    """Delete an upload's temporary file and give its bytes back to the temporary space."""
+    unlink_quietly(path)
+    space.release(charged)
 
 
 def _media_error(exc: CevitError, path: Path, filename: str) -> ApiError:
@@ -209,7 +225,7 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
         "/v1/analyze", tags=["analysis"], summary="Analyse one image or video", dependencies=auth,
         openapi_extra={"requestBody": ANALYZE_BODY},
         responses={200: {"description": "the report (see the README, 'The report')"},
-                   **error_responses(401, 413, 415, 422, 503, 500)},
+                   **error_responses(401, 408, 413, 415, 422, 503, 500)},
     )  # fmt: skip
     async def analyze(request: Request) -> JSONResponse:
         from cevit.media import sniff_media_type
@@ -230,9 +246,12 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
                            error_type="Busy", headers={"Retry-After": str(svc.pool.retry_after())})  # fmt: skip
         path = svc.tmp_dir / f"upload-{uuid.uuid4().hex}"
         job: Future | None = None
+        charged = 0  # bytes of temporary space this request holds once its upload is complete
         try:
             try:
-                upload = await receive_upload(request, path, svc.max_upload_bytes)
+                upload = await receive_upload(request, path, svc.max_upload_bytes, space=svc.temp_space,
+                                              timeouts=svc.upload_timeouts)  # fmt: skip
+                charged = upload.charged
             except ClientDisconnect:
                 raise ApiError(499, "client disconnected during the upload", error_type="ClientDisconnect") from None
             filename = upload.filename or "upload"
@@ -249,7 +268,7 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
                 analyze_fn = partial(_explained_report, svc.detector, path, num_frames=frames, threshold=threshold,
                                      method=explain)  # fmt: skip
             try:
-                job = svc.pool.submit(slot, analyze_fn, cleanup=partial(unlink_quietly, path))
+                job = svc.pool.submit(slot, analyze_fn, cleanup=partial(_discard, path, svc.temp_space, charged))
             except RuntimeError:
                 raise ApiError(503, "server shutting down", error_type="Busy", headers={"Retry-After": "5"}) from None
             try:
@@ -264,7 +283,7 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
                                error_type="InternalError") from None  # fmt: skip
         finally:
             if job is None:  # never reached the pool: clean up here (else the job's done-callback does)
-                unlink_quietly(path)
+                _discard(path, svc.temp_space, charged)
                 slot.release()
         report = {**report, "source": filename}
         fields.update(prediction=report.get("prediction"), faces=len(report.get("faces") or []),

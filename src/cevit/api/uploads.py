@@ -2,7 +2,11 @@
 
 python-multipart's streaming parser feeds :class:`Upload`; the file part goes to disk in chunks of about 1 MiB
 (written in a thread, so the event loop never blocks on the disk) and is refused with 413 as soon as it passes
-the limit. Only the fields ``file``, ``frames`` and ``threshold`` are accepted, with exactly one file. The caller
+the limit. The bytes of all uploads on disk at once are charged to a :class:`TempSpace` (``max_temp_bytes``): an
+upload that would pass that cap is refused with 503 while it streams, so parallel uploads never fill the disk. A
+client that pauses too long or takes too long in all gets 408 (:class:`UploadTimeouts`), so slow clients cannot
+hold admission slots for ever.
+Only the fields ``file``, ``frames`` and ``threshold`` are accepted, with exactly one file. The caller
 owns the temporary file and deletes it (:func:`unlink_quietly`) in every case.
 """
 
@@ -12,7 +16,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +32,11 @@ from cevit.api.errors import MIB, ApiError, too_large
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_MAX_TEMP_BYTES",
+    "TempSpace",
+    "UploadTimeouts",
+    "DEFAULT_UPLOAD_IDLE_SECONDS",
+    "DEFAULT_UPLOAD_SECONDS",
     "MAX_FRAMES",
     "MULTIPART_SLACK",
     "FORM_FIELDS",
@@ -39,6 +50,9 @@ __all__ = [
 log = logging.getLogger("cevit.api")
 
 DEFAULT_MAX_UPLOAD_BYTES = 200 * MIB
+DEFAULT_MAX_TEMP_BYTES = 1024 * MIB  # all uploads on disk at once (at least one upload of the maximum size)
+DEFAULT_UPLOAD_IDLE_SECONDS = 30.0  # longest pause in an upload
+DEFAULT_UPLOAD_SECONDS = 600.0  # longest upload (200 MB at 2.7 Mbit/s)
 MAX_FRAMES = 300  # upper bound of the ``frames`` form field
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers on top of the file itself
 FORM_FIELDS = ("file", "frames", "threshold", "explain")
@@ -48,11 +62,44 @@ _FLUSH_BYTES = MIB  # buffered upload bytes written per thread hop
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class TempSpace:
+    """The temporary disk space of all uploads in progress or waiting for analysis, against a cap (thread-safe)."""
+
+    def __init__(self, *, cap: int) -> None:
+        self.cap = cap
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def charge(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) when that would pass the cap."""
+        with self._lock:
+            if self._used + n > self.cap:
+                return False
+            self._used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self._used = max(0, self._used - n)
+
+
+def temp_space_full(space: TempSpace) -> ApiError:
+    """503 for an upload that does not fit into the temporary space now."""
+    return ApiError(503, f"server busy: the temporary space for uploads ({space.cap / MIB:g} MB) is full; retry later",
+                    error_type="Busy", headers={"Retry-After": "5"})  # fmt: skip
+
+
 @dataclass
 class Upload:
-    """What the multipart parser found; the file bytes go to ``path``."""
+    """What the multipart parser found; the file bytes go to ``path``. ``charged``: bytes reserved in ``space``."""
 
     max_bytes: int
+    space: TempSpace | None = None
+    charged: int = 0
     filename: str | None = None
     size: int = 0
     fields: dict[str, str] = field(default_factory=dict)
@@ -102,6 +149,10 @@ class Upload:
             self.size += end - start
             if self.size > self.max_bytes:
                 raise too_large(self.max_bytes)
+            if self.space is not None:
+                if not self.space.charge(end - start):
+                    raise temp_space_full(self.space)
+                self.charged += end - start
             self.buffer.extend(data[start:end])
         elif self._kind == "field":
             self._value.extend(data[start:end])
@@ -143,17 +194,69 @@ def unlink_quietly(path: Path) -> None:
         log.exception("could not delete the temporary upload %s", path)
 
 
-async def receive_upload(request: Request, path: Path, max_bytes: int) -> Upload:
-    """Stream the multipart body into ``path`` (created here); raises ApiError on any problem.
+@dataclass(frozen=True, kw_only=True)
+class UploadTimeouts:
+    """How long a client may take to send its body: ``idle`` seconds without a byte, ``total`` seconds in all.
 
+    A slow client (slowloris-style: a byte now and then) holds an admission slot while it uploads; these bound
+    how long, and the request then gets 408. Uvicorn itself has no timeout for reading a request.
+    """
+
+    idle: float = DEFAULT_UPLOAD_IDLE_SECONDS
+    total: float = DEFAULT_UPLOAD_SECONDS
+
+
+async def _chunks(request: Request, timeouts: UploadTimeouts) -> AsyncIterator[bytes]:
+    """The body's chunks; ApiError 408 when the client pauses longer than ``idle`` or takes more than ``total``."""
+    end = time.monotonic() + timeouts.total
+    stream = request.stream().__aiter__()
+    while True:
+        remaining = end - time.monotonic()
+        wait = min(timeouts.idle, remaining)
+        chunk = None
+        with anyio.move_on_after(max(0.0, wait)):
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                return
+        if chunk is None:
+            why = (f"took longer than {timeouts.total:g} s" if wait >= remaining
+                   else f"sent nothing for {timeouts.idle:g} s")  # fmt: skip
+            raise ApiError(408, f"upload timed out: the client {why}", error_type="UploadTimeout",
+                           headers={"Connection": "close"})  # fmt: skip
+        yield chunk
+
+
+async def receive_upload(
+    request: Request, path: Path, max_bytes: int, *, space: TempSpace | None = None,
+    timeouts: UploadTimeouts | None = None,
+) -> Upload:  # fmt: skip
+    """Stream the multipart body into ``path`` (created here); raises ApiError on any problem (408: too slow).
+
+    The file's bytes are charged to ``space`` as they arrive: on success the caller owns ``upload.charged`` and
+    releases it once the file is deleted; on failure it is released here.
     A client that disconnects mid-upload raises :class:`starlette.requests.ClientDisconnect`.
     """
+    upload = Upload(max_bytes=max_bytes, space=space)
+    try:
+        return await _receive(request, path, upload, timeouts or UploadTimeouts())
+    except BaseException:
+        if space is not None:
+            space.release(upload.charged)
+            upload.charged = 0
+        raise
+
+
+async def _receive(request: Request, path: Path, upload: Upload, timeouts: UploadTimeouts) -> Upload:
     _, params = parse_options_header(request.headers.get("content-type", "").encode("latin-1"))
-    upload = Upload(max_bytes=max_bytes)
+    if not params.get(b"boundary"):
+        raise ApiError(
+            415, "send the file as multipart/form-data in the field 'file'", error_type="UnsupportedMediaError"
+        )
     parser = MultipartParser(params[b"boundary"], callbacks=upload.callbacks())  # type: ignore[arg-type]
     fh = await anyio.to_thread.run_sync(_open_exclusive, path)
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, timeouts):
             if chunk:
                 try:
                     parser.write(chunk)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from cevit.cli.options import add_model_options
+from cevit.cli.options import add_limit_options, add_model_options, limit_options
 
 FORMATS = ("json", "jsonl", "csv", "table")
 CSV_COLUMNS = ("source", "media_type", "prediction", "confidence", "score", "num_faces", "frames_analyzed",
@@ -31,9 +31,6 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from cevit.media.image import DEFAULT_MAX_PIXELS
-    from cevit.media.probe import DEFAULT_MAX_FRAME_PIXELS
-
     p = sub.add_parser(
         "analyze",
         help="analyse images and videos for face deepfakes",
@@ -55,21 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--output", "-o", help="write to FILE, or to DIR (existing folder or ending in /): one .json per input"
     )
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse images of more than N pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS})",
-    )
-    p.add_argument(
-        "--max-frame-pixels",
-        type=int,
-        default=DEFAULT_MAX_FRAME_PIXELS,
-        metavar="N",
-        help="refuse videos whose frames have more than N pixels, checked from the stream header before "
-        f"decoding (default: {DEFAULT_MAX_FRAME_PIXELS})",
-    )
+    add_limit_options(p)  # --max-pixels, --max-frame-pixels, --max-item-seconds, ...
     p.add_argument(
         "--explain",
         metavar="DIR",
@@ -341,8 +324,7 @@ def run(args: argparse.Namespace) -> int:
         from cevit.inference.pipeline import load_model
 
         return load_model(args.model, weights=args.weights, device=args.device, num_frames=args.frames,
-                          rule=args.rule, threshold=args.threshold, max_pixels=args.max_pixels,
-                          max_frame_pixels=args.max_frame_pixels)  # fmt: skip
+                          rule=args.rule, threshold=args.threshold, **limit_options(args))  # fmt: skip
 
     for r in reports:  # arguments that could not be resolved
         emit(r)

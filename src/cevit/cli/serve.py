@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cevit.cli.options import add_limit_options, limit_options
+
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -37,12 +39,20 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-upload-mb", type=float, default=200, help="upload size limit in MB of 2^20 bytes (default: 200)"
     )
+    p.add_argument("--max-temp-mb", type=float, default=None,
+                   help="temporary disk space of all uploads at once in MB; an upload that would pass it gets 503 "
+                   "(default: 1024, or --max-upload-mb when larger)")  # fmt: skip
+    p.add_argument("--upload-idle-timeout", type=float, default=30.0, metavar="S",
+                   help="answer 408 when an upload pauses longer than S seconds (default: 30)")  # fmt: skip
+    p.add_argument("--upload-timeout", type=float, default=600.0, metavar="S",
+                   help="answer 408 when an upload takes longer than S seconds in all (default: 600)")  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("CEVIT_API_KEY") or None,
                    help="require this key in the X-API-Key header (default: $CEVIT_API_KEY; none)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--tmp-dir", default=None, help="folder for uploads in progress (default: a fresh private one)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="log level of the JSON logs on stderr (default: info)")  # fmt: skip
+    add_limit_options(p)  # the resource policy per item, as for `cevit analyze`
 
 
 def configure_logging(level: str = "info") -> None:
@@ -67,20 +77,28 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1 and --queue-size >= 0, got {args.workers} and {args.queue_size}")
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if not (args.upload_idle_timeout > 0 and args.upload_timeout > 0):
+        raise ConfigError("--upload-idle-timeout and --upload-timeout must be > 0")
+    if args.max_temp_mb is not None and args.max_temp_mb < args.max_upload_mb:
+        raise ConfigError(f"--max-temp-mb must be at least --max-upload-mb, got {args.max_temp_mb}")
     try:
         import uvicorn
 
         from cevit.api import create_app
+        from cevit.api.uploads import UploadTimeouts
     except ImportError as exc:
         raise ConfigError(f"cevit serve needs the 'api' extra: pip install 'cevit[api]' ({exc})") from exc
     from cevit.inference.pipeline import load_model
 
     configure_logging(args.log_level)
     log = logging.getLogger("cevit.api")
-    detector = load_model(weights=args.weights, device=args.device)  # before binding: errors exit with code 3
+    # before binding: errors exit with code 3
+    detector = load_model(weights=args.weights, device=args.device, **limit_options(args))
     app = create_app(
         detector=detector, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), workers=args.workers,
         queue_size=args.queue_size, api_key=args.api_key, tmp_dir=args.tmp_dir,
+        max_temp_bytes=None if args.max_temp_mb is None else int(args.max_temp_mb * 1024 * 1024),
+        upload_timeouts=UploadTimeouts(idle=args.upload_idle_timeout, total=args.upload_timeout),
     )  # fmt: skip
     if args.host not in LOOPBACK and args.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the service",

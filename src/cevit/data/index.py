@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -88,75 +88,85 @@ def _num(value: str, kind: type, *, where: str, column: str) -> Any:
 
 
 def read_index(path: str | Path) -> list[FaceRow]:
-    """Parse one face index CSV; errors (ConfigError) name the file, line and column."""
+    """Parse one face index CSV; errors (ConfigError) name the file, line and column (text that is not UTF-8 or
+    not CSV included)."""
     path = Path(path)
     try:
         fh = open(path, newline="", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read face index ({exc.strerror or exc})") from None
-    base = path.resolve().parent
     rows: list[FaceRow] = []
-    with fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ConfigError(f"{path}: not a face index: missing column(s) {', '.join(missing)}")
-        has_lm = all(c in header for c in _LM_COLUMNS)
-        has_valid = all(c in header for c in VALID_COLUMNS)
-        for line_no, rec in enumerate(reader, start=2):
-            where = f"{path}:{line_no}"
-            get = lambda c: (rec.get(c) or "").strip()  # noqa: E731, B023 - called within this iteration only
-            if not any(v for v in rec.values() if isinstance(v, str) and v.strip()):
-                continue  # blank line
-            crop = get("crop_path")
-            if not crop:
-                raise ConfigError(f"{where}: empty crop_path")
-            label_name = get("label").lower()
-            if label_name not in _LABELS:
-                raise ConfigError(f"{where}: label must be 'real' or 'fake', got {get('label')!r}")
-            split = get("split").lower()
-            if split not in _SPLITS:
-                raise ConfigError(f"{where}: split must be train, val, test or empty, got {get('split')!r}")
-            box = tuple(_num(get(c), float, where=where, column=c) for c in ("x1", "y1", "x2", "y2"))
-            if not (box[2] > box[0] and box[3] > box[1]):
-                raise ConfigError(f"{where}: degenerate face box {box}")
-            landmarks = None
-            if has_lm and all(get(c) for c in _LM_COLUMNS):
-                vals = [_num(get(c), float, where=where, column=c) for c in _LM_COLUMNS]
-                landmarks = tuple((vals[2 * i], vals[2 * i + 1]) for i in range(5))
-            valid = None
-            if has_valid and all(get(c) for c in VALID_COLUMNS):
-                valid = tuple(_num(get(c), float, where=where, column=c) for c in VALID_COLUMNS)
-                if not (valid[2] > valid[0] and valid[3] > valid[1]):
-                    raise ConfigError(f"{where}: empty valid region {valid}")
-            source = get("source")
-            group = get("group") or (Path(source).stem if source else Path(crop).stem)
-            crop_path = Path(crop)
-            rows.append(
-                FaceRow(
-                    crop_path=str(crop_path if crop_path.is_absolute() else base / crop_path),
-                    source=source,
-                    frame_index=_num(get("frame_index") or "0", int, where=where, column="frame_index"),
-                    timestamp=_num(get("timestamp"), float, where=where, column="timestamp")
-                    if get("timestamp")
-                    else None,
-                    face_index=_num(get("face_index") or "0", int, where=where, column="face_index"),
-                    box=box,  # type: ignore[arg-type]
-                    landmarks=landmarks,
-                    det_prob=_num(get("det_prob") or "1", float, where=where, column="det_prob"),
-                    label=_LABELS[label_name],
-                    split=split,
-                    method=get("method"),
-                    dataset=get("dataset"),
-                    group=group,
-                    valid=valid,  # type: ignore[arg-type]
-                    index_path=str(path),
-                    line=line_no,
-                )
-            )
+    try:
+        with fh:
+            _read_rows(fh, path, rows)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a face index: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not a face index: unreadable CSV ({exc})") from None
     logger.info("read %d faces from %s", len(rows), path)
     return rows
+
+
+def _read_rows(fh: IO[str], path: Path, rows: list[FaceRow]) -> None:
+    base = path.resolve().parent
+    reader = csv.DictReader(fh)
+    header = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ConfigError(f"{path}: not a face index: missing column(s) {', '.join(missing)}")
+    has_lm = all(c in header for c in _LM_COLUMNS)
+    has_valid = all(c in header for c in VALID_COLUMNS)
+    for line_no, rec in enumerate(reader, start=2):
+        where = f"{path}:{line_no}"
+        get = lambda c: (rec.get(c) or "").strip()  # noqa: E731, B023 - called within this iteration only
+        if not any(v for v in rec.values() if isinstance(v, str) and v.strip()):
+            continue  # blank line
+        crop = get("crop_path")
+        if not crop:
+            raise ConfigError(f"{where}: empty crop_path")
+        label_name = get("label").lower()
+        if label_name not in _LABELS:
+            raise ConfigError(f"{where}: label must be 'real' or 'fake', got {get('label')!r}")
+        split = get("split").lower()
+        if split not in _SPLITS:
+            raise ConfigError(f"{where}: split must be train, val, test or empty, got {get('split')!r}")
+        box = tuple(_num(get(c), float, where=where, column=c) for c in ("x1", "y1", "x2", "y2"))
+        if not (box[2] > box[0] and box[3] > box[1]):
+            raise ConfigError(f"{where}: degenerate face box {box}")
+        landmarks = None
+        if has_lm and all(get(c) for c in _LM_COLUMNS):
+            vals = [_num(get(c), float, where=where, column=c) for c in _LM_COLUMNS]
+            landmarks = tuple((vals[2 * i], vals[2 * i + 1]) for i in range(5))
+        valid = None
+        if has_valid and all(get(c) for c in VALID_COLUMNS):
+            valid = tuple(_num(get(c), float, where=where, column=c) for c in VALID_COLUMNS)
+            if not (valid[2] > valid[0] and valid[3] > valid[1]):
+                raise ConfigError(f"{where}: empty valid region {valid}")
+        source = get("source")
+        group = get("group") or (Path(source).stem if source else Path(crop).stem)
+        crop_path = Path(crop)
+        rows.append(
+            FaceRow(
+                crop_path=str(crop_path if crop_path.is_absolute() else base / crop_path),
+                source=source,
+                frame_index=_num(get("frame_index") or "0", int, where=where, column="frame_index"),
+                timestamp=_num(get("timestamp"), float, where=where, column="timestamp")
+                if get("timestamp")
+                else None,
+                face_index=_num(get("face_index") or "0", int, where=where, column="face_index"),
+                box=box,  # type: ignore[arg-type]
+                landmarks=landmarks,
+                det_prob=_num(get("det_prob") or "1", float, where=where, column="det_prob"),
+                label=_LABELS[label_name],
+                split=split,
+                method=get("method"),
+                dataset=get("dataset"),
+                group=group,
+                valid=valid,  # type: ignore[arg-type]
+                index_path=str(path),
+                line=line_no,
+            )
+        )
 
 
 def read_indexes(paths: Sequence[str | Path]) -> list[FaceRow]:

@@ -28,6 +28,17 @@ import torch
 from cevit.errors import CevitError, CheckpointError, ConfigError, FaceDetectionError, ModelError
 from cevit.inference.aggregation import DEFAULT_RULE, AggregationRule, aggregate, get_rule
 from cevit.inference.results import Analysis, AnalysisError, Face, FrameRecord
+from cevit.limits import (
+    DEFAULT_MAX_FACES_PER_FRAME,
+    DEFAULT_MAX_ITEM_MEMORY_MB,
+    DEFAULT_MAX_ITEM_SECONDS,
+    DEFAULT_MAX_VIDEO_SECONDS,
+    Deadline,
+    check_faces,
+    check_item_memory,
+    check_limit_value,
+    check_video_duration,
+)
 from cevit.media.image import DEFAULT_MAX_PIXELS
 from cevit.media.probe import DEFAULT_MAX_FRAME_PIXELS
 from cevit.models.cross_efficient_vit import CrossEfficientViT
@@ -56,8 +67,16 @@ class AnalyzeOptions:
     min_face_size: int = 20
     detector_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     detector_factor: float = 0.709
+    # the resource policy per item (cevit.limits); None switches a limit off
+    max_item_seconds: float | None = DEFAULT_MAX_ITEM_SECONDS  # wall time of one item
+    max_video_seconds: float | None = DEFAULT_MAX_VIDEO_SECONDS  # declared duration, checked before sampling
+    max_faces_per_frame: int | None = DEFAULT_MAX_FACES_PER_FRAME  # faces in one frame or image
+    max_item_memory_mb: float | None = DEFAULT_MAX_ITEM_MEMORY_MB  # estimated decoded pixels held at once
 
     def __post_init__(self) -> None:
+        for name in ("max_item_seconds", "max_video_seconds", "max_item_memory_mb"):
+            check_limit_value(name, getattr(self, name))
+        check_limit_value("max_faces_per_frame", self.max_faces_per_frame, integer=True)
         if self.num_frames < 1:
             raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.batch_size < 1 or self.frame_chunk < 1:
@@ -210,7 +229,7 @@ class Detector:
     # -- pipeline -------------------------------------------------------------------------------------------
     def _detect_and_crop(
         self, frames: list[np.ndarray], frame_ids: list[int], timings: dict[str, float],
-        faces_out: list[tuple[int, int, Any]], crops_out: list[np.ndarray],
+        faces_out: list[tuple[int, int, Any]], crops_out: list[np.ndarray], *, source: str, video: bool,
     ) -> None:  # fmt: skip
         t0 = time.perf_counter()
         try:
@@ -220,6 +239,8 @@ class Detector:
         except Exception as exc:  # a detector bug must not kill a batch of files
             raise FaceDetectionError(f"face detection failed: {exc}") from exc
         t1 = time.perf_counter()
+        for frame_id, found in zip(frame_ids, detections):
+            check_faces(source, frame_id, len(found), self.options.max_faces_per_frame, video=video)
         for frame, frame_id, found in zip(frames, frame_ids, detections):
             for face_index, face in enumerate(found):
                 try:
@@ -327,12 +348,13 @@ class Detector:
         source = str(media_path)
         timings = {"decode": 0.0, "detect": 0.0, "preprocess": 0.0, "model": 0.0}
         t0 = time.perf_counter()
+        deadline = Deadline(source=source, seconds=self.options.max_item_seconds)
         kind = sniff_media_type(media_path)
         timings["decode"] += time.perf_counter() - t0
         if kind == "image":
-            result = self._analyze_image(source, agg, timings, start, kept)
+            result = self._analyze_image(source, agg, timings, start, deadline, kept)
         else:
-            result = self._analyze_video(source, agg, timings, start, num_frames, progress, kept)
+            result = self._analyze_video(source, agg, timings, start, num_frames, progress, deadline, kept)
         return result if kept is None or method is None else self._explain(result, kept, method)
 
     def _num_frames(self, num_frames: int | None) -> int:
@@ -355,16 +377,23 @@ class Detector:
         return get_rule(base.name, face_threshold=base.face_threshold, label_threshold=threshold)
 
     def _analyze_image(
-        self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, kept: _Kept | None = None
-    ) -> Analysis:
-        from cevit.media import load_image
+        self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, deadline: Deadline,
+        kept: _Kept | None = None,
+    ) -> Analysis:  # fmt: skip
+        from cevit.media import load_image, probe_image
 
         t0 = time.perf_counter()
+        header = probe_image(source)
+        if header.pixels <= self.options.max_pixels:  # above it, load_image refuses it by the pixel limit
+            check_item_memory(source, header.width, header.height, frames_held=1,
+                              limit_mb=self.options.max_item_memory_mb)  # fmt: skip
         image = load_image(source, max_pixels=self.options.max_pixels)
         timings["decode"] += time.perf_counter() - t0
+        deadline.check("decoding the image")
         faces: list[tuple[int, int, Any]] = []
         crops: list[np.ndarray] = []
-        self._detect_and_crop([image], [0], timings, faces, crops)
+        self._detect_and_crop([image], [0], timings, faces, crops, source=source, video=False)
+        deadline.check("detecting faces")
         if kept is not None:
             kept.crops, kept.image = crops, image
         records = self._finish(faces, crops, timings)
@@ -376,13 +405,18 @@ class Detector:
 
     def _analyze_video(
         self, source: str, agg: AggregationRule, timings: dict[str, float], start: float, num_frames: int,
-        progress: Progress | None, kept: _Kept | None = None,
+        progress: Progress | None, deadline: Deadline, kept: _Kept | None = None,
     ) -> Analysis:  # fmt: skip
         from cevit.errors import MediaError
         from cevit.media import DecodeStats, probe_video, sample_frames
 
         t0 = time.perf_counter()
-        info = probe_video(source, max_frame_pixels=self.options.max_frame_pixels)
+        o = self.options
+        info = probe_video(source, max_frame_pixels=o.max_frame_pixels, check_time=deadline)
+        check_video_duration(source, info.duration, o.max_video_seconds)
+        frame_px = max(1, info.width * info.height)
+        held = min(o.frame_chunk, num_frames, -(-o.frame_chunk_pixels // frame_px))  # frames a chunk holds at most
+        check_item_memory(source, info.width, info.height, frames_held=held, limit_mb=o.max_item_memory_mb)
         stats = DecodeStats()
         frames_meta: list[FrameRecord] = []
         faces: list[tuple[int, int, Any]] = []
@@ -392,7 +426,7 @@ class Detector:
         width, height = info.width, info.height
         total = min(num_frames, info.frame_count) if info.frame_count else num_frames
         iterator = iter(sample_frames(source, num_frames=num_frames, stats=stats,
-                                      max_frame_pixels=self.options.max_frame_pixels))  # fmt: skip
+                                      max_frame_pixels=self.options.max_frame_pixels, check_time=deadline))  # fmt: skip
         chunk_pixels = 0
         timings["decode"] += time.perf_counter() - t0
         while True:
@@ -407,7 +441,8 @@ class Detector:
                 chunk_pixels += width * height
             if chunk and (frame is None or len(chunk) >= self.options.frame_chunk
                           or chunk_pixels >= self.options.frame_chunk_pixels):  # fmt: skip
-                self._detect_and_crop(chunk, chunk_ids, timings, faces, crops)
+                self._detect_and_crop(chunk, chunk_ids, timings, faces, crops, source=source, video=True)
+                deadline.check("detecting faces")
                 chunk, chunk_ids, chunk_pixels = [], [], 0
                 if progress is not None:
                     progress(len(frames_meta), max(total, len(frames_meta)))

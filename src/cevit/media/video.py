@@ -429,8 +429,10 @@ class _Sampler:
         max_decode_seconds: float | None,
         stats: DecodeStats,
         max_frame_pixels: int | None = None,
+        check_time: Callable[[], None] | None = None,
     ) -> None:
         self.p = p
+        self.check_time = check_time
         self.num_frames = num_frames
         self.stats = stats
         self.max_frame_pixels = max_frame_pixels
@@ -486,6 +488,8 @@ class _Sampler:
         return self.latest_time < duration - max(3 * self.frame_dur, 0.05 * duration)
 
     def _check_deadline(self) -> None:
+        if self.check_time is not None:
+            self.check_time()  # the caller's item deadline: its error propagates
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise _DecodeTimeout
 
@@ -871,11 +875,17 @@ class _PositionCounter:
 # public functions
 
 
-def probe_video(path: str | os.PathLike[str], *, max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS) -> VideoInfo:
+def probe_video(
+    path: str | os.PathLike[str],
+    *,
+    max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
+    check_time: Callable[[], None] | None = None,
+) -> VideoInfo:
     """Read a video's stream facts; decodes only the first frame (for the rotation and frame size).
 
     ``max_frame_pixels`` (None: no limit) refuses videos with larger frames, from the stream header before
-    decoding anything and again on the first decoded frame.
+    decoding anything and again on the first decoded frame. ``check_time`` (optional) is called before each
+    demuxed packet; what it raises (e.g. :class:`cevit.limits.Deadline`'s ResourceLimitError) propagates.
 
     Raises:
         MediaError: missing/unreadable/empty file, an unreadable container (e.g. truncated MP4), or no
@@ -889,13 +899,15 @@ def probe_video(path: str | os.PathLike[str], *, max_frame_pixels: int | None = 
     p = check_media_file(path)
     container, stream = _open(p, max_frame_pixels)
     try:
-        facts, scanned = _gather_facts(container, stream, p, scan_if_at_most=0, stats=None)
+        facts, scanned = _gather_facts(container, stream, p, scan_if_at_most=0, stats=None, check_deadline=check_time)
         if scanned:
             container.close()
             container, stream = _open(p, max_frame_pixels)
         first = None
         consecutive_errors = 0
         for packet in _safe_demux(container, stream, p):
+            if check_time is not None:
+                check_time()
             try:
                 frames = packet.decode()
             except av.FFmpegError:
@@ -954,6 +966,7 @@ def sample_frames(
     max_decode_seconds: float | None = None,
     stats: DecodeStats | None = None,
     max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
+    check_time: Callable[[], None] | None = None,
 ) -> Iterator[VideoFrame]:
     """Yield up to ``num_frames`` frames evenly spaced in time over the whole video, one at a time.
 
@@ -969,6 +982,8 @@ def sample_frames(
             frames that could not be decoded).
         max_frame_pixels: refuse frames of more than this many pixels (width x height), from the stream
             header before decoding; None for no limit.
+        check_time: optional callback made before each demuxed packet; what it raises propagates (unlike
+            ``max_decode_seconds``, which keeps the frames sampled so far): the pipeline's per-item time limit.
 
     Raises:
         ValueError: ``num_frames < 1``, a non-positive ``max_decode_seconds`` or ``max_frame_pixels``
@@ -989,6 +1004,7 @@ def sample_frames(
         max_decode_seconds=max_decode_seconds,
         stats=stats if stats is not None else DecodeStats(),
         max_frame_pixels=max_frame_pixels,
+        check_time=check_time,
     )
 
 
@@ -999,6 +1015,7 @@ def _sample(
     max_decode_seconds: float | None,
     stats: DecodeStats,
     max_frame_pixels: int | None,
+    check_time: Callable[[], None] | None,
 ) -> Iterator[VideoFrame]:
     try:
         sampler = _Sampler(
@@ -1007,6 +1024,7 @@ def _sample(
             max_decode_seconds=max_decode_seconds,
             stats=stats,
             max_frame_pixels=max_frame_pixels,
+            check_time=check_time,
         )
     except _DecodeTimeout:
         raise MediaError(
