@@ -41,11 +41,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prints one JSON report; several print JSON Lines unless --format/--output say otherwise.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image/video files, folders or glob patterns")
-    p.add_argument("--weights", help="checkpoint: a cevit .safetensors or the authors' .pth (default: bundled weights)")
+    p.add_argument(
+        "--weights",
+        help="a cevit .safetensors, the authors' .pth or an ONNX model from `cevit export onnx` "
+        "(default: bundled weights)",
+    )
     add_model_options(p)  # --model ARCH.TAG, --rule
     p.add_argument("--frames", type=int, default=30, help="frames sampled evenly per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold: FAKE above it (default: the rule's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda, cuda:N (default: auto)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="what runs the model: torch, or onnxruntime (extra 'onnx'; torch weights are exported in memory "
+        "first) (default: onnxruntime for --weights FILE.onnx, else torch)",
+    )
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -294,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
 
         return load_model(args.model, weights=args.weights, device=args.device, num_frames=args.frames,
                           rule=args.rule, threshold=args.threshold, max_pixels=args.max_pixels,
-                          max_frame_pixels=args.max_frame_pixels)  # fmt: skip
+                          max_frame_pixels=args.max_frame_pixels, backend=args.backend)  # fmt: skip
 
     for r in reports:  # arguments that could not be resolved
         emit(r)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,11 +34,17 @@ from cevit.models.cross_efficient_vit import CrossEfficientViT
 from cevit.models.pretrained import Calibration
 from cevit.preprocess import crop_face, resize_face, to_tensor
 
+if TYPE_CHECKING:
+    from cevit.models.onnx import OnnxRuntimeModel
+
 __all__ = ["AnalyzeOptions", "Detector", "load_model", "load_weights", "bundled_weights_path", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+#: What runs the model part: PyTorch, or ONNX Runtime on an exported model (:mod:`cevit.models.onnx`).
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +155,7 @@ class Detector:
     """A loaded model plus face detector: call :meth:`analyze` for one file, :meth:`analyze_many` for several."""
 
     def __init__(
-        self, *, model: CrossEfficientViT, device: str | torch.device = "auto", options: AnalyzeOptions | None = None,
+        self, *, model: CrossEfficientViT | OnnxRuntimeModel, device: str | torch.device = "auto", options: AnalyzeOptions | None = None,
         name: str | None = None, checkpoint_path: str | Path | None = None, weights_tag: str | None = None,
         calibration: Calibration | None = None,
     ) -> None:  # fmt: skip
@@ -170,7 +176,12 @@ class Detector:
             "weights_tag": weights_tag,
             "calibration": {"method": self.calibration.method, "temperature": self.calibration.temperature},
         }
-        self.model = optimize_for_inference(model.eval()).to(self.device)
+        #: "torch", or "onnxruntime" for an exported model (:class:`cevit.models.onnx.OnnxRuntimeModel`)
+        self.backend = getattr(model, "backend", "torch")
+        if isinstance(model, torch.nn.Module):
+            self.model = optimize_for_inference(model.eval()).to(self.device)
+        else:  # a ready-made scorer: preprocessed batch (N, 3, S, S) -> logits (N, 1)
+            self.model = model
         o = self.options
         self.face_detector = MTCNN(
             min_face_size=o.min_face_size, thresholds=o.detector_thresholds, factor=o.detector_factor,
@@ -383,10 +394,15 @@ class Detector:
 
 def load_model(
     name: str | None = None, *, weights: str | Path | None = None, device: str = "auto", num_frames: int = 30,
-    rule: str | None = None, threshold: float | None = None, **options: Any,
+    rule: str | None = None, threshold: float | None = None, backend: str | None = None, **options: Any,
 ) -> Detector:  # fmt: skip
     """Load a detector: registered weights ``name`` (``architecture.tag``; default: the bundled default weights),
-    or the file ``weights`` (a cevit checkpoint or the authors' ``.pth``).
+    or the file ``weights`` (a cevit checkpoint, the authors' ``.pth``, or an ONNX model from ``cevit export onnx``).
+
+    ``backend``: ``"torch"`` or ``"onnxruntime"`` (the model part run by ONNX Runtime, extra ``onnx``; face
+    detection stays in torch). Default: ``"onnxruntime"`` for an ``.onnx`` file, else ``"torch"``. Torch weights
+    with ``backend="onnxruntime"`` are exported to ONNX in memory first (seconds to a minute: export the file once
+    with ``cevit export onnx`` to skip that). Both backends give the same scores (≤ 1e-4, tested).
 
     How the weights are used (aggregation rule and thresholds, face-detector settings, calibration) comes from
     the checkpoint's own inference config, else from the registered weights ``name`` or the tag registered for
@@ -397,8 +413,15 @@ def load_model(
     Raises :class:`~cevit.errors.ModelError` for unknown names and weights that are not bundled — cevit never
     scores with untrained weights.
     """
+    from cevit.models.onnx import is_onnx_file
     from cevit.models.pretrained import DEFAULT_WEIGHTS, default_inference_for, deprecated, get_pretrained
 
+    onnx_file = weights is not None and is_onnx_file(weights)
+    backend = backend or ("onnxruntime" if onnx_file else "torch")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+    if onnx_file and backend != "onnxruntime":
+        raise ConfigError(f"{weights}: an ONNX model runs with the onnxruntime backend, not {backend}")
     registered = None
     if name is not None:
         old = deprecated(name)
@@ -421,7 +444,13 @@ def load_model(
     else:
         path = Path(weights)
         display = path.name
-    model = load_weights(path)
+    model: CrossEfficientViT | OnnxRuntimeModel
+    if onnx_file:
+        from cevit.models.onnx import load_onnx_model
+
+        model = load_onnx_model(path, device=_onnx_device(device))
+    else:
+        model = load_weights(path)
     info = getattr(model, "checkpoint_info", None)
     if registered is not None and weights is None and registered.sha256 and info is not None \
             and info.sha256 != registered.sha256:  # fmt: skip
@@ -444,5 +473,35 @@ def load_model(
     detector_options = {"min_face_size": det.min_face_size, "detector_thresholds": det.thresholds,
                         "detector_factor": det.factor, "detector_max_side": det.max_side}  # fmt: skip
     detector_options.update(options)
+    if backend == "onnxruntime" and not onnx_file:
+        model = _onnx_model_of(model, device=_onnx_device(device))
     return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **detector_options),
                     name=display, checkpoint_path=path, weights_tag=weights_tag, calibration=inference.calibration)  # fmt: skip
+
+
+def _onnx_device(device: str | torch.device) -> str:
+    """The device ONNX Runtime runs on: ``auto`` means CUDA only where ONNX Runtime has its CUDA provider."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and str(device) == "auto":
+        try:
+            import onnxruntime
+
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                return "cpu"
+        except ImportError:
+            return "cpu"
+    return str(dev)
+
+
+def _onnx_model_of(model: CrossEfficientViT, *, device: str) -> OnnxRuntimeModel:
+    """``model`` exported to ONNX in memory and loaded into ONNX Runtime, keeping its checkpoint's identity."""
+    from cevit.models.onnx import DEFAULT_EXPORTER, OnnxRuntimeModel, onnx_bytes
+
+    log.info("exporting the model to ONNX in memory for the onnxruntime backend (`cevit export onnx` saves a file)")
+    info = getattr(model, "checkpoint_info", None)
+    data, _ = onnx_bytes(model, exporter=DEFAULT_EXPORTER)
+    scorer = OnnxRuntimeModel.from_bytes(data, source=info.path if info is not None else "<model>", device=device)
+    if info is not None:  # the report names the weights file the user gave, not the in-memory export
+        scorer.checkpoint_info = dataclasses.replace(scorer.checkpoint_info, path=info.path, sha256=info.sha256,
+                                                     inference=info.inference, weights_tag=info.weights_tag)  # fmt: skip
+    return scorer
