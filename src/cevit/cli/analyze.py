@@ -81,6 +81,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="refuse videos whose frames have more than N pixels, checked from the stream header before "
         f"decoding (default: {DEFAULT_MAX_FRAME_PIXELS})",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="files decoded and face-detected at the same time while the model scores earlier ones (default: "
+        "the machine's cores minus one, at least 1; 0: one file after another)",
+    )
+    p.add_argument(
+        "--unordered",
+        action="store_true",
+        help="write each report as soon as its file is done (default: in input order)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=run)
 
@@ -248,6 +261,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in (("--max-pixels", args.max_pixels), ("--max-frame-pixels", args.max_frame_pixels)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     if not _DEVICE.fullmatch(str(args.device)):
         raise ConfigError(f"unknown device {args.device!r}; use auto, cpu or cuda (cuda:N)")
     if args.output is not None and is_directory_target(args.output) and args.format not in (None, "json"):
@@ -255,9 +270,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
                           f"--format {args.format} needs an output file (or standard output)")  # fmt: skip
 
 
-def _analyse(files: list[str], load: Callable[[], Any], progress: _Progress) -> Iterator[dict[str, Any]]:
-    """One report per file, in order. Until the model is needed, each file's content is checked first (cheap:
-    its header), so that a batch of rejected inputs never loads the model."""
+def _analyse(
+    files: list[str], load: Callable[[], Any], progress: _Progress, *, workers: int | None = None,
+    unordered: bool = False,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """One report per file (in order unless ``unordered``). Until the model is needed, each file's content is
+    checked first (cheap: its header), so that a batch of rejected inputs never loads the model."""
     from cevit.errors import CevitError
     from cevit.inference.results import error_report
     from cevit.media import sniff_media_type
@@ -272,7 +290,10 @@ def _analyse(files: list[str], load: Callable[[], Any], progress: _Progress) -> 
             yield error_report(path, RuntimeError(f"{path}: internal error: {exc}"))
             continue
         detector = load()
-        yield from detector.analyze_many(files[i:], progress=progress.frame_callback)
+        rest = files[i:]
+        # the frame bar follows one video: with several files, several are in progress at once
+        frames = progress.frame_callback if len(rest) == 1 else None
+        yield from detector.analyze_many(rest, progress=frames, workers=workers, unordered=unordered)
         return
 
 
@@ -310,10 +331,16 @@ def run(args: argparse.Namespace) -> int:
     for r in reports:  # arguments that could not be resolved
         emit(r)
     try:
-        for report in _analyse(files, load, progress):
+        for report in _analyse(files, load, progress, workers=args.workers, unordered=args.unordered):
             progress.file_done()
             reports.append(report)
             emit(report)
+    except KeyboardInterrupt:  # keep every finished report: an --output FILE gets those done so far
+        if out_path is not None and not dir_target and reports:
+            buf = io.StringIO()
+            write_reports(reports, fmt, buf)
+            atomic_write_text(out_path, buf.getvalue(), allow_special=True)
+        raise
     finally:
         progress.close()
     if out_path is not None and not dir_target:

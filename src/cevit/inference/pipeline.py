@@ -35,6 +35,7 @@ from cevit.models.pretrained import Calibration
 from cevit.preprocess import crop_face, resize_face, to_tensor
 
 if TYPE_CHECKING:
+    from cevit.inference.batch import BatchStats
     from cevit.models.onnx import OnnxRuntimeModel
 
 __all__ = ["AnalyzeOptions", "Detector", "load_model", "load_weights", "bundled_weights_path", "resolve_device"]
@@ -201,6 +202,14 @@ class Detector:
             scores.extend(torch.sigmoid(logits).squeeze(1).tolist())
         return scores
 
+    def _score_item(self, crops: list[np.ndarray]) -> list[float]:
+        """An item's face scores: :meth:`score_faces`, or inside a pipelined batch (:mod:`cevit.inference.batch`)
+        the batch's model thread, which scores the faces of several items together."""
+        from cevit.inference.batch import item_scorer
+
+        scorer = item_scorer()
+        return self.score_faces(crops) if scorer is None else scorer(crops)
+
     # -- pipeline -------------------------------------------------------------------------------------------
     def _detect_and_crop(
         self, frames: list[np.ndarray], frame_ids: list[int], timings: dict[str, float],
@@ -230,7 +239,7 @@ class Detector:
         self, faces: list[tuple[int, int, Any]], crops: list[np.ndarray], timings: dict[str, float]
     ) -> list[Face]:
         t0 = time.perf_counter()
-        scores = self.score_faces(crops)
+        scores = self._score_item(crops)
         timings["model"] += time.perf_counter() - t0
         records = [
             Face(frame_index=fi, face_index=k, box=tuple(f.box), landmarks=tuple(f.landmarks),
@@ -362,25 +371,48 @@ class Detector:
 
     def analyze_many(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, workers: int | None = None,
+        unordered: bool = False, stats: BatchStats | None = None,
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
-        """Yield one report (dict) per path as each finishes; a failing item yields an error report
-        (``{"schema_version", "source", "error", "error_type"}``), never stops the batch."""
+        """Yield one report (dict) per path; a failing item yields an error report
+        (``{"schema_version", "source", "error", "error_type"}``), never stops the batch.
+
+        Pipelined (:mod:`cevit.inference.batch`): ``workers`` files are decoded and face-detected while the
+        model scores the faces of earlier ones, several files' faces per model call; ``paths`` is read lazily and
+        only a bounded number of items is in flight. ``workers``: None = the machine's cores minus one (at least
+        1); 0 = one file after another in the calling thread. Reports come in input order, or as they finish with
+        ``unordered=True``. ``stats`` (a :class:`~cevit.inference.batch.BatchStats`) is filled while it runs.
+        """
         for result in self.analyze_many_results(paths, num_frames=num_frames, threshold=threshold, rule=rule,
-                                                progress=progress):  # fmt: skip
+                                                progress=progress, workers=workers, unordered=unordered,
+                                                stats=stats):  # fmt: skip
             yield result.to_dict()
 
     def analyze_many_results(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, workers: int | None = None,
+        unordered: bool = False, stats: BatchStats | None = None,
     ) -> Iterator[Analysis | AnalysisError]:  # fmt: skip
         """Like :meth:`analyze_many`, yielding :class:`Analysis` or, for a failed item, :class:`AnalysisError`.
 
-        Invalid arguments (``num_frames`` < 1, an unknown rule, a threshold outside [0, 1]) raise ConfigError
-        before the first item, instead of failing every item.
+        Invalid arguments (``num_frames`` < 1, an unknown rule, a threshold outside [0, 1], ``workers`` < 0)
+        raise ConfigError before the first item, instead of failing every item.
         """
+        from cevit.inference.batch import analyze_pipelined
+
         num_frames = self._num_frames(num_frames)
         agg = self._rule(rule, threshold)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ConfigError(f"workers must be an integer >= 0 (0: no pipelining), got {workers!r}")
+        if workers != 0:
+            return analyze_pipelined(self, paths, num_frames=num_frames, rule=agg, progress=progress,
+                                     workers=workers, unordered=unordered, stats=stats)  # fmt: skip
+        return self._analyze_sequentially(paths, num_frames=num_frames, rule=agg, progress=progress)
+
+    def _analyze_sequentially(
+        self, paths: Iterable[str | Path], *, num_frames: int, rule: AggregationRule, progress: Progress | None,
+    ) -> Iterator[Analysis | AnalysisError]:  # fmt: skip
+        agg = rule
         for path in paths:
             try:
                 yield self.analyze_result(path, num_frames=num_frames, rule=agg, progress=progress)
