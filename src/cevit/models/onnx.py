@@ -18,12 +18,15 @@ checkpoint the weights came from), ``opset``, ``exporter``, ``torch_version``, `
 :func:`load_onnx_model` rebuilds a :class:`~cevit.checkpoint.CheckpointInfo` from them (its ``sha256`` is the
 ONNX file's own), so ``load_model`` applies the same inference config to both backends.
 
-**Exporters.** ``exporter="dynamo"`` (the default, PyTorch's ``torch.export``-based exporter; needs
-``onnxscript``) or ``"torchscript"`` (PyTorch's older tracing exporter, deprecated upstream). Both give logits
-within 1e-5 of torch (tested); measured on the 2-core development machine, the TorchScript exporter is several
-times faster to run (tiny test model: 2 s against 15-20 s), which is why the fast tests use it, while the graph
-of the dynamo exporter ran faster in ONNX Runtime (``benchmarks/model_forward.py``). Loading never needs torch's
-exporter, only ``onnxruntime`` (extra ``onnx``: ``pip install "cevit[onnx]"``).
+**Exporters.** ``exporter="torchscript"`` (the default: PyTorch's tracing exporter, deprecated upstream but
+working in torch 2.13) or ``"dynamo"`` (PyTorch's ``torch.export``-based exporter; needs ``onnxscript``). Both
+give logits within 1e-5 of torch (tested) and graphs that ONNX Runtime runs equally fast (default weights,
+2 threads: 122 vs 154 ms/face at batch 1, 133 vs 136 at batch 8, ``benchmarks/model_forward.py``, loaded
+machine), but on the 2-core development machine the TorchScript exporter took 32 s for the default weights
+against 89 s for dynamo (tiny test model: 2-6 s against 15-20 s). That matters where the export happens on the
+fly (``load_model(backend="onnxruntime")`` with torch weights), hence the default; when PyTorch drops the
+TorchScript exporter, switch :data:`DEFAULT_EXPORTER`. Loading never needs torch's exporter, only
+``onnxruntime`` (extra ``onnx``: ``pip install "cevit[onnx]"``).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ DEFAULT_OPSET = 18
 INPUT_NAME = "faces"
 OUTPUT_NAME = "logits"
 Exporter = Literal["dynamo", "torchscript"]
-DEFAULT_EXPORTER: Exporter = "dynamo"
+DEFAULT_EXPORTER: Exporter = "torchscript"
 
 _INSTALL_HINT = 'install the ONNX extra: pip install "cevit[onnx]"'
 
