@@ -28,17 +28,6 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    with torch.inference_mode():
-        model(x)  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) / x.shape[0] * 1000.0
-
-
 def bench_interleaved(models: dict, x: torch.Tensor, repeats: int) -> dict[str, float]:
     """Median ms per face of each model, the models timed in turn within each repeat."""
     times: dict[str, list[float]] = {name: [] for name in models}
