@@ -22,6 +22,9 @@ several files go through the model together:
   frames, and the threads end on their own (daemon threads: an interpreter exit never waits for them). Every
   report already yielded stays with the caller.
 
+**Timings**: in a pipelined run an item's ``timings.model`` is the time from handing its faces over to getting
+their scores back: the wait for the model thread included, shared with the other items of the same call.
+
 **CPU threads**: each stage thread (workers and the model thread) runs torch with
 ``torch.get_num_threads() // (workers + 1)`` intra-op threads (at least 1), so the stages share the cores
 instead of all spreading over all of them: on two cores, detection of the next file and scoring of the current
