@@ -1,6 +1,16 @@
 """Benchmark: end-to-end analysis time per stage on generated inputs (prints numbers; not a test).
 
     python benchmarks/analyze.py [--threads 2] [--device cpu] [--weights CKPT] [--repeats 2]
+    python benchmarks/analyze.py --batch photos [--count 200] [--workers N] [--backend onnxruntime]
+    python benchmarks/analyze.py --batch videos [--count 50] [--workers N]
+    python benchmarks/analyze.py --batch photos --photos ../shared/data/faces    # real photos instead
+
+``--batch``: a folder of generated photos (mixed sizes from 480x360 to 2400x1800, 0-6 faces each, pasted at
+60-400 px) or short 720p videos (3 s, 1-2 faces) analysed with ``analyze_many`` twice, each run in its own
+process: sequentially (``workers=0``, the loop of cevit <= 0.2) with ``--threads`` torch threads and with one
+(``sequential-1t``: what each stage thread of the pipeline gets on 2 cores, to separate the gain of the threading
+from that of the overlap), and pipelined (``--workers``, default the machine's cores minus one). Prints files/s, faces/s, the throughput ratio, the peak RSS of each process and the
+pipelined run's model batching (faces per model call). Uses the bundled default weights unless --weights.
 
 Inputs are made in a temporary folder from the shipped sample face (src/cevit/samples/astronaut.jpg):
 a 10 s 1080p 30 fps H.264 clip with the face pasted in (moving slightly), a 720p clip with three faces, and a
@@ -68,6 +78,95 @@ def _photo(path: Path) -> Path:
     return path
 
 
+def _batch_inputs(kind: str, folder: Path, count: int, seed: int = 0) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    face = _face()
+    paths = []
+    for i in range(count):
+        if kind == "photos":
+            w = int(rng.integers(480, 2401))
+            h = w * 3 // 4
+            img = np.empty((h, w, 3), np.uint8)
+            img[:] = rng.integers(40, 200, 3, dtype=np.uint8)
+            for _ in range(int(rng.integers(0, 7))):
+                size = int(rng.integers(60, min(400, h // 2) + 1))
+                _paste(img, face, int(rng.integers(0, w - size)), int(rng.integers(0, h - size)), size)
+            path = folder / f"photo_{i:04d}.jpg"
+            Image.fromarray(img).save(path, quality=90)
+        else:
+            faces = [(100 + 500 * k, 200, int(rng.integers(160, 260))) for k in range(int(rng.integers(1, 3)))]
+            path = _video(folder / f"clip_{i:03d}.mp4", 1280, 720, 3, 30, faces)
+        paths.append(path)
+    return paths
+
+
+def _batch_child(args: argparse.Namespace) -> int:
+    """One mode of --batch in this process: prints one JSON line (files, seconds, faces, model batching, RSS)."""
+    import json
+    import time
+
+    import torch
+
+    from cevit.inference.batch import BatchStats
+    from cevit.inference.pipeline import load_model
+
+    torch.set_num_threads(args.threads)
+    paths = sorted(
+        p for p in Path(args.child_folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".mp4")
+    )
+    detector = load_model(weights=args.weights, device=args.device, num_frames=args.frames, backend=args.backend)
+    detector.analyze(paths[0])  # warm-up (first-call allocations), not timed
+    stats = BatchStats()
+    workers = 0 if args.child_mode.startswith("sequential") else args.workers
+    t0 = time.perf_counter()
+    reports = list(detector.analyze_many(paths, workers=workers, stats=stats))
+    seconds = time.perf_counter() - t0
+    faces = sum(len(r.get("faces", [])) for r in reports)
+    errors = sum("error" in r for r in reports)
+    print(json.dumps({"mode": args.child_mode, "files": len(paths), "seconds": seconds, "faces": faces,
+                      "errors": errors, "model_calls": stats.model_calls, "workers": stats.workers,
+                      "stage_threads": stats.stage_threads,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))  # fmt: skip
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="cevit-batch-bench-") as tmp:
+        folder = Path(args.photos) if args.photos else Path(tmp)
+        if not args.photos:
+            print(f"making {args.count} {args.batch} ...", file=sys.stderr)
+            _batch_inputs(args.batch, folder, args.count)
+        results = {}
+        for mode in ("sequential", "sequential-1t", "pipelined"):
+            threads = 1 if mode == "sequential-1t" else args.threads
+            cmd = [sys.executable, __file__, "--child-mode", mode, "--child-folder", str(folder),
+                   "--threads", str(threads), "--device", args.device, "--frames", str(args.frames),
+                   "--backend", args.backend]  # fmt: skip
+            if args.weights:
+                cmd += ["--weights", str(args.weights)]
+            if args.workers is not None:
+                cmd += ["--workers", str(args.workers)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            results[mode] = json.loads(out.strip().splitlines()[-1])
+        print(f"{args.batch}: {results['sequential']['files']} files, {args.threads} torch threads, backend "
+              f"{args.backend}, {args.frames} frames/video")  # fmt: skip
+        print(f"{'mode':13s} {'workers':>7s} {'seconds':>8s} {'files/s':>8s} {'faces':>6s} {'faces/s':>8s} "
+              f"{'errors':>6s} {'faces/call':>10s} {'peak RSS MB':>11s}")  # fmt: skip
+        for mode, r in results.items():
+            per_call = f"{r['faces'] / r['model_calls']:.1f}" if r["model_calls"] else "-"
+            print(f"{mode:13s} {r['workers']:7d} {r['seconds']:8.1f} {r['files'] / r['seconds']:8.2f} {r['faces']:6d} "
+                  f"{r['faces'] / r['seconds']:8.1f} {r['errors']:6d} {per_call:>10s} {r['peak_rss_mb']:11.0f}")  # fmt: skip
+        for base in ("sequential", "sequential-1t"):
+            ratio = results[base]["seconds"] / results["pipelined"]["seconds"]
+            print(f"throughput ratio pipelined / {base}: {ratio:.2f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -81,7 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=None)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--frames", type=int, default=30)
+    p.add_argument("--batch", choices=("photos", "videos"), help="throughput of analyze_many: sequential vs pipelined")
+    p.add_argument("--count", type=int, default=60, help="--batch: generated files (default 60)")
+    p.add_argument("--photos", help="--batch photos: a folder of real photos instead of generated ones")
+    p.add_argument("--workers", type=int, default=None, help="--batch: workers of the pipelined run")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument("--child-mode", help=argparse.SUPPRESS)
+    p.add_argument("--child-folder", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child_mode:
+        return _batch_child(args)
+    if args.batch:
+        return _batch(args)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="cevit-bench-") as tmp:
         tmp_path = Path(tmp)

@@ -16,8 +16,8 @@ def seed(folder: Path) -> None:
 
 def load() -> None:
     global CevitError, read_index
-    from cevit.errors import CevitError
     from cevit.data import read_index
+    from cevit.errors import CevitError
 
 
 def one_input(data: bytes) -> None:

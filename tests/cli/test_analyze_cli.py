@@ -6,6 +6,7 @@ import json
 import struct
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -390,3 +391,60 @@ def test_resource_limit_flags(tiny_checkpoint, face_rgb, tmp_path, capsys):
                         ("--max-item-memory-mb", "lots")]:  # fmt: skip
         code, out, err = run(["analyze", str(SAMPLE_FACE), flag, value, *weights], capsys)
         assert code == 2 and flag in err, (flag, value, err)
+
+
+def _photos(tmp_path, face_rgb, n):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = []
+    for i in range(n):
+        p = folder / f"p{i:02d}.jpg"
+        image = face_rgb if i % 2 == 0 else np.full((96, 128, 3), 20 * i, np.uint8)
+        Image.fromarray(image).save(p)
+        paths.append(p)
+    return folder, paths
+
+
+def test_workers_and_unordered(tiny_checkpoint, face_rgb, tmp_path, capsys):
+    folder, paths = _photos(tmp_path, face_rgb, 6)
+    base = ["analyze", str(folder), "--weights", str(tiny_checkpoint), "--device", "cpu", "--quiet"]
+    outputs = {}
+    for flags in ([], ["--workers", "0"], ["--workers", "2"]):
+        code, out, err = run([*base, *flags], capsys)
+        assert code == 0, err
+        outputs[tuple(flags)] = [json.loads(line) for line in out.splitlines()]
+        assert [r["source"] for r in outputs[tuple(flags)]] == [str(p) for p in paths]  # input order
+    for reports in outputs.values():
+        assert [r["score"] for r in reports] == pytest.approx([r["score"] for r in outputs[()]], abs=1e-5, nan_ok=True)
+    code, out, err = run([*base, "--workers", "2", "--unordered"], capsys)
+    assert code == 0, err
+    assert sorted(json.loads(line)["source"] for line in out.splitlines()) == sorted(str(p) for p in paths)
+    code, out, err = run([*base, "--workers", "-1"], capsys)
+    assert code == 2 and "--workers must be >= 0" in err
+
+
+@pytest.mark.parametrize("target", ["file", "dir"])
+def test_interrupt_keeps_the_finished_reports(tiny_checkpoint, face_rgb, tmp_path, capsys, monkeypatch, target):
+    """Ctrl-C during a batch: exit 130, the reports finished before it are written (--output FILE or DIR/)."""
+    import cevit.cli.analyze as analyze_cli
+
+    folder, paths = _photos(tmp_path, face_rgb, 8)
+    done = []
+    original = analyze_cli._Progress.file_done
+
+    def file_done(self):
+        if len(done) == 3:
+            raise KeyboardInterrupt  # arrives in the main thread, as Ctrl-C does
+        done.append(1)
+        original(self)
+
+    monkeypatch.setattr(analyze_cli._Progress, "file_done", file_done)
+    out = str(tmp_path / "reports.jsonl") if target == "file" else str(tmp_path / "out") + "/"
+    code, stdout, err = run(["analyze", str(folder), "--weights", str(tiny_checkpoint), "--device", "cpu",
+                             "--workers", "1", "--output", out], capsys)  # fmt: skip
+    assert code == 130 and "interrupted" in err
+    if target == "file":
+        kept = [json.loads(line)["source"] for line in Path(out).read_text().splitlines()]
+    else:
+        kept = [str(folder / p.name[: -len(".json")]) for p in sorted((tmp_path / "out").iterdir())]
+    assert kept == [str(p) for p in paths[:3]]

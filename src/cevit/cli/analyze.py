@@ -38,11 +38,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prints one JSON report; several print JSON Lines unless --format/--output say otherwise.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image/video files, folders or glob patterns")
-    p.add_argument("--weights", help="checkpoint: a cevit .safetensors or the authors' .pth (default: bundled weights)")
+    p.add_argument(
+        "--weights",
+        help="a cevit .safetensors, the authors' .pth or an ONNX model from `cevit export onnx` "
+        "(default: bundled weights)",
+    )
     add_model_options(p)  # --model ARCH.TAG, --rule
     p.add_argument("--frames", type=int, default=30, help="frames sampled evenly per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold: FAKE above it (default: the rule's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda, cuda:N (default: auto)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="what runs the model: torch, or onnxruntime (extra 'onnx'; torch weights are exported in memory "
+        "first) (default: onnxruntime for --weights FILE.onnx, else torch)",
+    )
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -65,6 +76,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("gradcam", "attention"),
         default=None,
         help="heat-map method for --explain (default: the library's default, see README 'Explanations')",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="files decoded and face-detected at the same time while the model scores earlier ones (default: "
+        "the machine's cores minus one, at least 1; 0: one file after another)",
+    )
+    p.add_argument(
+        "--unordered",
+        action="store_true",
+        help="write each report as soon as its file is done (default: in input order)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=run)
@@ -235,6 +259,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if args.explain_method is not None and args.explain is None:
         raise ConfigError("--explain-method needs --explain DIR (where the explanation images go)")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     if not _DEVICE.fullmatch(str(args.device)):
         raise ConfigError(f"unknown device {args.device!r}; use auto, cpu or cuda (cuda:N)")
     if args.output is not None and is_directory_target(args.output) and args.format not in (None, "json"):
@@ -264,10 +290,12 @@ def _explained(results: Iterator[Any], folder: Any, method: str, progress: _Prog
 
 
 def _analyse(
-    files: list[str], load: Callable[[], Any], progress: _Progress, explain: tuple[Any, str] | None = None
-) -> Iterator[dict[str, Any]]:
-    """One report per file, in order. Until the model is needed, each file's content is checked first (cheap:
-    its header), so that a batch of rejected inputs never loads the model. ``explain``: (folder, method)."""
+    files: list[str], load: Callable[[], Any], progress: _Progress, explain: tuple[Any, str] | None = None, *,
+    workers: int | None = None, unordered: bool = False,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """One report per file (in order unless ``unordered``). Until the model is needed, each file's content is
+    checked first (cheap: its header), so that a batch of rejected inputs never loads the model.
+    ``explain``: (folder, method)."""
     from cevit.errors import CevitError
     from cevit.inference.results import error_report
     from cevit.media import sniff_media_type
@@ -282,11 +310,14 @@ def _analyse(
             yield error_report(path, RuntimeError(f"{path}: internal error: {exc}"))
             continue
         detector = load()
+        rest = files[i:]
+        # the frame bar follows one video: with several files, several are in progress at once
+        frames = progress.frame_callback if len(rest) == 1 else None
         if explain is None:
-            yield from detector.analyze_many(files[i:], progress=progress.frame_callback)
-        else:
+            yield from detector.analyze_many(rest, progress=frames, workers=workers, unordered=unordered)
+        else:  # explained items run one after another (see Detector.analyze_many)
             folder, method = explain
-            results = detector.analyze_many_results(files[i:], progress=progress.frame_callback, explain=method)
+            results = detector.analyze_many_results(rest, progress=progress.frame_callback, explain=method)
             yield from _explained(results, folder, method, progress)
         return
 
@@ -324,15 +355,22 @@ def run(args: argparse.Namespace) -> int:
         from cevit.inference.pipeline import load_model
 
         return load_model(args.model, weights=args.weights, device=args.device, num_frames=args.frames,
-                          rule=args.rule, threshold=args.threshold, **limit_options(args))  # fmt: skip
+                          rule=args.rule, threshold=args.threshold, backend=args.backend,
+                          **limit_options(args))  # fmt: skip
 
     for r in reports:  # arguments that could not be resolved
         emit(r)
     try:
-        for report in _analyse(files, load, progress, explain):
+        for report in _analyse(files, load, progress, explain, workers=args.workers, unordered=args.unordered):
             progress.file_done()
             reports.append(report)
             emit(report)
+    except KeyboardInterrupt:  # keep every finished report: an --output FILE gets those done so far
+        if out_path is not None and not dir_target and reports:
+            buf = io.StringIO()
+            write_reports(reports, fmt, buf)
+            atomic_write_text(out_path, buf.getvalue(), allow_special=True)
+        raise
     finally:
         progress.close()
     if out_path is not None and not dir_target:

@@ -17,7 +17,19 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cevit.cli import analyze, calibrate, convert, evaluate, extract_faces, info, sbi_preview, scan, serve, train
+    from cevit.cli import (
+        analyze,
+        calibrate,
+        convert,
+        evaluate,
+        export,
+        extract_faces,
+        info,
+        sbi_preview,
+        scan,
+        serve,
+        train,
+    )
 
     parser = argparse.ArgumentParser(
         prog="cevit",
@@ -26,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cevit {__version__}")
     parser.add_argument("--debug", action="store_true", help="verbose logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (analyze, scan, serve, evaluate, extract_faces, train, calibrate, sbi_preview, info, convert):
+    for module in (analyze, scan, serve, evaluate, extract_faces, train, calibrate, sbi_preview, info, convert, export):
         module.add_parser(sub)
     for command in sub.choices.values():  # `cevit analyze ... --debug` works as well as `cevit --debug analyze ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,11 +45,18 @@ from cevit.models.cross_efficient_vit import CrossEfficientViT
 from cevit.models.pretrained import Calibration
 from cevit.preprocess import FacePreprocessor
 
+if TYPE_CHECKING:
+    from cevit.inference.batch import BatchStats
+    from cevit.models.onnx import OnnxRuntimeModel
+
 __all__ = ["AnalyzeOptions", "Detector", "load_model", "load_weights", "bundled_weights_path", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+#: What runs the model part: PyTorch, or ONNX Runtime on an exported model (:mod:`cevit.models.onnx`).
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,7 +190,7 @@ class Detector:
     """A loaded model plus face detector: call :meth:`analyze` for one file, :meth:`analyze_many` for several."""
 
     def __init__(
-        self, *, model: CrossEfficientViT, device: str | torch.device = "auto", options: AnalyzeOptions | None = None,
+        self, *, model: CrossEfficientViT | OnnxRuntimeModel, device: str | torch.device = "auto", options: AnalyzeOptions | None = None,
         name: str | None = None, checkpoint_path: str | Path | None = None, weights_tag: str | None = None,
         calibration: Calibration | None = None,
     ) -> None:  # fmt: skip
@@ -206,7 +213,12 @@ class Detector:
             "weights_tag": weights_tag,
             "calibration": {"method": self.calibration.method, "temperature": self.calibration.temperature},
         }
-        self.model = optimize_for_inference(model.eval()).to(self.device)
+        #: "torch", or "onnxruntime" for an exported model (:class:`cevit.models.onnx.OnnxRuntimeModel`)
+        self.backend = getattr(model, "backend", "torch")
+        if isinstance(model, torch.nn.Module):
+            self.model = optimize_for_inference(model.eval()).to(self.device)
+        else:  # a ready-made scorer: preprocessed batch (N, 3, S, S) -> logits (N, 1)
+            self.model = model
         o = self.options
         self.face_detector = MTCNN(
             min_face_size=o.min_face_size, thresholds=o.detector_thresholds, factor=o.detector_factor,
@@ -225,6 +237,14 @@ class Detector:
                 logits = logits / self.calibration.temperature
             scores.extend(torch.sigmoid(logits).squeeze(1).tolist())
         return scores
+
+    def _score_item(self, crops: list[np.ndarray]) -> list[float]:
+        """An item's face scores: :meth:`score_faces`, or inside a pipelined batch (:mod:`cevit.inference.batch`)
+        the batch's model thread, which scores the faces of several items together."""
+        from cevit.inference.batch import item_scorer
+
+        scorer = item_scorer()
+        return self.score_faces(crops) if scorer is None else scorer(crops)
 
     # -- pipeline -------------------------------------------------------------------------------------------
     def _detect_and_crop(
@@ -257,7 +277,7 @@ class Detector:
         self, faces: list[tuple[int, int, Any]], crops: list[np.ndarray], timings: dict[str, float]
     ) -> list[Face]:
         t0 = time.perf_counter()
-        scores = self.score_faces(crops)
+        scores = self._score_item(crops)
         timings["model"] += time.perf_counter() - t0
         records = [
             Face(frame_index=fi, face_index=k, box=tuple(f.box), landmarks=tuple(f.landmarks),
@@ -467,29 +487,55 @@ class Detector:
 
     def analyze_many(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, workers: int | None = None,
+        unordered: bool = False, stats: BatchStats | None = None, explain: bool | str = False,
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
-        """Yield one report (dict) per path as each finishes; a failing item yields an error report
-        (``{"schema_version", "source", "error", "error_type"}``), never stops the batch."""
+        """Yield one report (dict) per path; a failing item yields an error report
+        (``{"schema_version", "source", "error", "error_type"}``), never stops the batch.
+
+        Pipelined (:mod:`cevit.inference.batch`): ``workers`` files are decoded and face-detected while the
+        model scores the faces of earlier ones, several files' faces per model call; ``paths`` is read lazily and
+        only a bounded number of items is in flight. ``workers``: None = the machine's cores minus one (at least
+        1); 0 = one file after another in the calling thread. Reports come in input order, or as they finish with
+        ``unordered=True``. ``stats`` (a :class:`~cevit.inference.batch.BatchStats`) is filled while it runs.
+        ``explain`` (see :meth:`analyze_result`): heat maps per item; explained items are analysed one after
+        another (the gradient passes need the model to themselves), so ``workers`` is then ignored.
+        """
         for result in self.analyze_many_results(paths, num_frames=num_frames, threshold=threshold, rule=rule,
-                                                progress=progress, explain=explain):  # fmt: skip
+                                                progress=progress, workers=workers, unordered=unordered,
+                                                stats=stats, explain=explain):  # fmt: skip
             yield result.to_dict()
 
     def analyze_many_results(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None, explain: bool | str = False,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, workers: int | None = None,
+        unordered: bool = False, stats: BatchStats | None = None, explain: bool | str = False,
     ) -> Iterator[Analysis | AnalysisError]:  # fmt: skip
         """Like :meth:`analyze_many`, yielding :class:`Analysis` or, for a failed item, :class:`AnalysisError`.
 
-        Invalid arguments (``num_frames`` < 1, an unknown rule, a threshold outside [0, 1]) raise ConfigError
-        before the first item, instead of failing every item.
+        Invalid arguments (``num_frames`` < 1, an unknown rule, a threshold outside [0, 1], ``workers`` < 0)
+        raise ConfigError before the first item, instead of failing every item.
         """
+        from cevit.inference.batch import analyze_pipelined
+
         num_frames = self._num_frames(num_frames)
         agg = self._rule(rule, threshold)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ConfigError(f"workers must be an integer >= 0 (0: no pipelining), got {workers!r}")
         if explain is not False:
             from cevit.explain.maps import check_method
 
             explain = check_method(explain)
+        if workers != 0 and explain is False:
+            return analyze_pipelined(self, paths, num_frames=num_frames, rule=agg, progress=progress,
+                                     workers=workers, unordered=unordered, stats=stats)  # fmt: skip
+        return self._analyze_sequentially(paths, num_frames=num_frames, rule=agg, progress=progress, explain=explain)
+
+    def _analyze_sequentially(
+        self, paths: Iterable[str | Path], *, num_frames: int, rule: AggregationRule, progress: Progress | None,
+        explain: bool | str = False,
+    ) -> Iterator[Analysis | AnalysisError]:  # fmt: skip
+        agg = rule
         for path in paths:
             try:
                 yield self.analyze_result(path, num_frames=num_frames, rule=agg, progress=progress, explain=explain)
@@ -503,10 +549,15 @@ class Detector:
 
 def load_model(
     name: str | None = None, *, weights: str | Path | None = None, device: str = "auto", num_frames: int = 30,
-    rule: str | None = None, threshold: float | None = None, **options: Any,
+    rule: str | None = None, threshold: float | None = None, backend: str | None = None, **options: Any,
 ) -> Detector:  # fmt: skip
     """Load a detector: registered weights ``name`` (``architecture.tag``; default: the bundled default weights),
-    or the file ``weights`` (a cevit checkpoint or the authors' ``.pth``).
+    or the file ``weights`` (a cevit checkpoint, the authors' ``.pth``, or an ONNX model from ``cevit export onnx``).
+
+    ``backend``: ``"torch"`` or ``"onnxruntime"`` (the model part run by ONNX Runtime, extra ``onnx``; face
+    detection stays in torch). Default: ``"onnxruntime"`` for an ``.onnx`` file, else ``"torch"``. Torch weights
+    with ``backend="onnxruntime"`` are exported to ONNX in memory first (seconds to a minute: export the file once
+    with ``cevit export onnx`` to skip that). Both backends give the same scores (≤ 1e-4, tested).
 
     How the weights are used (aggregation rule and thresholds, face-detector settings, calibration) comes from
     the checkpoint's own inference config, else from the registered weights ``name`` or the tag registered for
@@ -517,8 +568,15 @@ def load_model(
     Raises :class:`~cevit.errors.ModelError` for unknown names and weights that are not bundled — cevit never
     scores with untrained weights.
     """
+    from cevit.models.onnx import is_onnx_file
     from cevit.models.pretrained import DEFAULT_WEIGHTS, default_inference_for, deprecated, get_pretrained
 
+    onnx_file = weights is not None and is_onnx_file(weights)
+    backend = backend or ("onnxruntime" if onnx_file else "torch")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+    if onnx_file and backend != "onnxruntime":
+        raise ConfigError(f"{weights}: an ONNX model runs with the onnxruntime backend, not {backend}")
     registered = None
     if name is not None:
         old = deprecated(name)
@@ -541,7 +599,13 @@ def load_model(
     else:
         path = Path(weights)
         display = path.name
-    model = load_weights(path)
+    model: CrossEfficientViT | OnnxRuntimeModel
+    if onnx_file:
+        from cevit.models.onnx import load_onnx_model
+
+        model = load_onnx_model(path, device=_onnx_device(device))
+    else:
+        model = load_weights(path)
     info = getattr(model, "checkpoint_info", None)
     if registered is not None and weights is None and registered.sha256 and info is not None \
             and info.sha256 != registered.sha256:  # fmt: skip
@@ -564,5 +628,35 @@ def load_model(
     detector_options = {"min_face_size": det.min_face_size, "detector_thresholds": det.thresholds,
                         "detector_factor": det.factor, "detector_max_side": det.max_side}  # fmt: skip
     detector_options.update(options)
+    if backend == "onnxruntime" and not onnx_file:
+        model = _onnx_model_of(model, device=_onnx_device(device))
     return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **detector_options),
                     name=display, checkpoint_path=path, weights_tag=weights_tag, calibration=inference.calibration)  # fmt: skip
+
+
+def _onnx_device(device: str | torch.device) -> str:
+    """The device ONNX Runtime runs on: ``auto`` means CUDA only where ONNX Runtime has its CUDA provider."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and str(device) == "auto":
+        try:
+            import onnxruntime
+
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                return "cpu"
+        except ImportError:
+            return "cpu"
+    return str(dev)
+
+
+def _onnx_model_of(model: CrossEfficientViT, *, device: str) -> OnnxRuntimeModel:
+    """``model`` exported to ONNX in memory and loaded into ONNX Runtime, keeping its checkpoint's identity."""
+    from cevit.models.onnx import DEFAULT_EXPORTER, OnnxRuntimeModel, onnx_bytes
+
+    log.info("exporting the model to ONNX in memory for the onnxruntime backend (`cevit export onnx` saves a file)")
+    info = getattr(model, "checkpoint_info", None)
+    data, _ = onnx_bytes(model, exporter=DEFAULT_EXPORTER)
+    scorer = OnnxRuntimeModel.from_bytes(data, source=info.path if info is not None else "<model>", device=device)
+    if info is not None:  # the report names the weights file the user gave, not the in-memory export
+        scorer.checkpoint_info = dataclasses.replace(scorer.checkpoint_info, path=info.path, sha256=info.sha256,
+                                                     inference=info.inference, weights_tag=info.weights_tag)  # fmt: skip
+    return scorer

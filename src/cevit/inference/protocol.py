@@ -31,7 +31,9 @@ class DetectorProtocol(Protocol):
     ``analyze`` / ``analyze_many`` give the JSON reports (dicts, schema 1.2); ``analyze_result`` /
     ``analyze_many_results`` the same as typed :class:`~cevit.inference.results.Analysis` objects
     (``.to_dict()`` is the report); ``explain`` (see :meth:`Detector.analyze_result`) adds heat maps and may be
-    left out by stand-ins that never get it. ``score_faces`` scores ready-made face crops (evaluation on face indexes).
+    left out by stand-ins that never get it. ``analyze_many*`` may pipeline the files (``workers`` at a time;
+    None: the implementation's default, 0: one after another) and yield in input order, or as they finish with
+    ``unordered=True``. ``score_faces`` scores ready-made face crops (evaluation on face indexes).
     """
 
     model_info: dict[str, Any]  # name, preset, checkpoint_sha256, ... (the report's ``model`` block)
@@ -50,12 +52,14 @@ class DetectorProtocol(Protocol):
 
     def analyze_many(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, workers: int | None = None,
+        unordered: bool = False,
     ) -> Iterator[dict[str, Any]]: ...  # fmt: skip
 
     def analyze_many_results(
         self, paths: Iterable[str | Path], *, num_frames: int | None = None, threshold: float | None = None,
-        rule: str | AggregationRule | None = None, progress: Progress | None = None,
+        rule: str | AggregationRule | None = None, progress: Progress | None = None, workers: int | None = None,
+        unordered: bool = False,
     ) -> Iterator[Analysis | AnalysisError]: ...  # fmt: skip
 
     def score_faces(self, faces: list[np.ndarray]) -> list[float]: ...
