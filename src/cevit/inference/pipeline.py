@@ -42,7 +42,7 @@ from cevit.limits import (
 from cevit.media.image import DEFAULT_MAX_PIXELS
 from cevit.media.probe import DEFAULT_MAX_FRAME_PIXELS
 from cevit.models.cross_efficient_vit import CrossEfficientViT
-from cevit.models.pretrained import Calibration
+from cevit.models.pretrained import Calibration, InferenceConfig, PretrainedWeights
 from cevit.preprocess import FacePreprocessor
 
 if TYPE_CHECKING:
@@ -547,6 +547,64 @@ class Detector:
                 yield AnalysisError.from_exception(str(path), RuntimeError(f"{path}: internal error: {exc}"))
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResolvedWeights:
+    """Where the weights of a :func:`load_model` / ``cevit export`` call come from."""
+
+    path: Path  #: the file
+    registered: PretrainedWeights | None  #: the registry entry named (or the default), None for a user's file
+    from_registry: bool  #: True when the file is the bundled file of ``registered`` (its SHA-256 is checked)
+    display: str  #: the name reports show (the tag, or the file's name)
+
+
+def resolve_weights(name: str | None, weights: str | Path | None) -> ResolvedWeights:
+    """The file of the registered weights ``name`` (``architecture.tag``; default: the bundled default; old names
+    with a deprecation message) or the user's file ``weights``. Raises ModelError for unknown or unbundled names."""
+    from cevit.models.pretrained import DEFAULT_WEIGHTS, deprecated, get_pretrained
+
+    registered = None
+    if name is not None:
+        old = deprecated(name)
+        registered = get_pretrained(old[1] if old is not None else name)
+    if weights is not None:
+        path = Path(weights)
+        return ResolvedWeights(path=path, registered=registered, from_registry=False, display=path.name)
+    registered = registered or get_pretrained(DEFAULT_WEIGHTS)
+    if registered.file is None:
+        raise ModelError(
+            f"the weights {registered.name!r} are not bundled with cevit; pass weights=PATH (CLI: --weights PATH) "
+            "with the file (for coccomini2022.dfdc: the authors' cross_efficient_vit.pth)"
+        )
+    path = bundled_weights_path(registered.name)
+    if path is None:
+        raise ModelError(
+            f"no trained weights are bundled for {registered.name!r} in this installation of cevit; "
+            "pass weights=PATH (CLI: --weights PATH) with a cevit checkpoint or the authors' "
+            "cross_efficient_vit.pth"
+        )
+    return ResolvedWeights(path=path, registered=registered, from_registry=True, display=registered.name)
+
+
+def weights_identity(model: Any, resolved: ResolvedWeights) -> tuple[InferenceConfig | None, str | None]:
+    """(inference config, weights tag) of loaded weights: the file's own, else the registry entry's; None where
+    neither says. A bundled file is checked against its registered SHA-256 (CheckpointError when it differs)."""
+    info = getattr(model, "checkpoint_info", None)
+    registered = resolved.registered
+    if resolved.from_registry and registered is not None and registered.sha256 and info is not None \
+            and info.sha256 != registered.sha256:  # fmt: skip
+        raise CheckpointError(f"{resolved.path}: SHA-256 {info.sha256} differs from the registered "
+                              f"{registered.sha256} of {registered.name} (a damaged or replaced installation)")  # fmt: skip
+    inference = info.inference if info is not None else None
+    if inference is None and registered is not None:
+        inference = registered.inference
+    weights_tag = (info.weights_tag if info is not None else None) or (registered.name if registered else None)
+    if weights_tag is None and info is not None and info.inference is None and info.architecture == "coccomini2022":
+        # a file with the authors' exact architecture and no cevit inference config: their released checkpoint
+        # (the only weights of that architecture; no SHA-256 is published to verify it)
+        weights_tag = "coccomini2022.dfdc"
+    return inference, weights_tag
+
+
 def load_model(
     name: str | None = None, *, weights: str | Path | None = None, device: str = "auto", num_frames: int = 30,
     rule: str | None = None, threshold: float | None = None, backend: str | None = None, **options: Any,
@@ -569,7 +627,7 @@ def load_model(
     scores with untrained weights.
     """
     from cevit.models.onnx import is_onnx_file
-    from cevit.models.pretrained import DEFAULT_WEIGHTS, default_inference_for, deprecated, get_pretrained
+    from cevit.models.pretrained import default_inference_for
 
     onnx_file = weights is not None and is_onnx_file(weights)
     backend = backend or ("onnxruntime" if onnx_file else "torch")
@@ -577,28 +635,8 @@ def load_model(
         raise ConfigError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
     if onnx_file and backend != "onnxruntime":
         raise ConfigError(f"{weights}: an ONNX model runs with the onnxruntime backend, not {backend}")
-    registered = None
-    if name is not None:
-        old = deprecated(name)
-        registered = get_pretrained(old[1] if old is not None else name)
-    if weights is None:
-        registered = registered or get_pretrained(DEFAULT_WEIGHTS)
-        if registered.file is None:
-            raise ModelError(
-                f"the weights {registered.name!r} are not bundled with cevit; pass weights=PATH (CLI: --weights PATH) "
-                "with the file (for coccomini2022.dfdc: the authors' cross_efficient_vit.pth)"
-            )
-        path = bundled_weights_path(registered.name)
-        if path is None:
-            raise ModelError(
-                f"no trained weights are bundled for {registered.name!r} in this installation of cevit; "
-                "pass weights=PATH (CLI: --weights PATH) with a cevit checkpoint or the authors' "
-                "cross_efficient_vit.pth"
-            )
-        display = registered.name
-    else:
-        path = Path(weights)
-        display = path.name
+    resolved = resolve_weights(name, weights)
+    path = resolved.path
     model: CrossEfficientViT | OnnxRuntimeModel
     if onnx_file:
         from cevit.models.onnx import load_onnx_model
@@ -606,23 +644,9 @@ def load_model(
         model = load_onnx_model(path, device=_onnx_device(device))
     else:
         model = load_weights(path)
-    info = getattr(model, "checkpoint_info", None)
-    if registered is not None and weights is None and registered.sha256 and info is not None \
-            and info.sha256 != registered.sha256:  # fmt: skip
-        raise CheckpointError(f"{path}: SHA-256 {info.sha256} differs from the registered {registered.sha256} of "
-                              f"{registered.name} (a damaged or replaced installation)")  # fmt: skip
-    architecture = model.preset_name
-    if info is not None and info.inference is not None:
-        inference = info.inference
-    elif registered is not None:
-        inference = registered.inference
-    else:
-        inference = default_inference_for(architecture)
-    weights_tag = (info.weights_tag if info is not None else None) or (registered.name if registered else None)
-    if weights_tag is None and info is not None and info.inference is None and info.architecture == "coccomini2022":
-        # a file with the authors' exact architecture and no cevit inference config: their released checkpoint
-        # (the only weights of that architecture; no SHA-256 is published to verify it)
-        weights_tag = "coccomini2022.dfdc"
+    inference, weights_tag = weights_identity(model, resolved)
+    if inference is None:
+        inference = default_inference_for(model.preset_name)
     agg = inference.aggregation_rule(rule=rule, threshold=threshold)
     det = inference.detector
     detector_options = {"min_face_size": det.min_face_size, "detector_thresholds": det.thresholds,
@@ -631,7 +655,8 @@ def load_model(
     if backend == "onnxruntime" and not onnx_file:
         model = _onnx_model_of(model, device=_onnx_device(device))
     return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **detector_options),
-                    name=display, checkpoint_path=path, weights_tag=weights_tag, calibration=inference.calibration)  # fmt: skip
+                    name=resolved.display, checkpoint_path=path, weights_tag=weights_tag,
+                    calibration=inference.calibration)  # fmt: skip
 
 
 def _onnx_device(device: str | torch.device) -> str:
