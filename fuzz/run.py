@@ -100,7 +100,7 @@ def _parse(target: str, log: Path, rc: int, seconds: float, crashes: Path) -> Re
 
 
 def run_target(target: str, *, workdir: Path, runs: int | None, seconds: int | None, timeout: int,
-               rss_limit_mb: int, quiet: bool, deep: bool = False) -> Result:  # fmt: skip
+               rss_limit_mb: int, quiet: bool, deep: bool = False, seed: int | None = None) -> Result:  # fmt: skip
     seeds, corpus, crashes, logs = (workdir / d / target for d in ("seeds", "corpus", "crashes", "logs"))
     for d in (seeds, corpus, crashes.parent, logs.parent):
         d.mkdir(parents=True, exist_ok=True)
@@ -118,6 +118,8 @@ def run_target(target: str, *, workdir: Path, runs: int | None, seconds: int | N
         args.insert(0, f"-runs={runs}")
     if seconds is not None:
         args.insert(0, f"-max_total_time={seconds}")
+    if seed is not None:
+        args.insert(0, f"-seed={seed}")
     log = workdir / "logs" / f"{target}.log"
     start = time.monotonic()
     with open(log, "w", encoding="utf-8") as fh:
@@ -164,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also instrument the libraries a harness names in INSTRUMENT_DEEP (pth: torch's "
                         "unpickler): better coverage guidance, slower start; for long campaigns")  # fmt: skip
     parser.add_argument("--fail-on-timeout", action="store_true", help="a slow input fails the run too")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="libFuzzer's random seed (default: a new one each run). With a fixed seed a run "
+                        "repeats the same mutations, so a time-bounded smoke run on a slower machine only stops "
+                        "earlier in the same sequence (CI uses --seed 1)")  # fmt: skip
     parser.add_argument("--replay", nargs="+", metavar="FILE", help="run these inputs once, no fuzzing")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'target':<12} {'outcome':<8} {'executions':>10} {'cov start->end':>15} {'ft':>6} {'corpus':>6} {'s':>6}")
     for target in targets:
         r = run_target(target, workdir=args.workdir, runs=args.runs, seconds=args.seconds, timeout=args.timeout,
-                       rss_limit_mb=args.rss_limit_mb, quiet=False, deep=args.deep)  # fmt: skip
+                       rss_limit_mb=args.rss_limit_mb, quiet=False, deep=args.deep, seed=args.seed)  # fmt: skip
         results.append(r)
         cov = f"{r.cov_start}->{r.cov_end}"
         print(f"{r.target:<12} {r.outcome:<8} {r.executions:>10} {cov:>15} {r.features_end or 0:>6} "
