@@ -52,6 +52,23 @@ def test_folder_layout_metrics_and_outputs(detector, face_rgb, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_pipelined_evaluation_matches_the_sequential_one(detector, face_rgb, tmp_path):
+    """evaluate_items runs through the batch API: the same items, order, errors and scores with files pipelined
+    (workers=2) as one after another (workers=0), re-encoded images included."""
+    from cevit.evaluation.runner import evaluate_items
+
+    items = discover_test_set(_test_set(tmp_path / "set", face_rgb))
+    runs = {w: evaluate_items(detector, items, reencode_jpeg=90, num_frames=3, workers=w) for w in (0, 2)}
+    for a, b in zip(runs[0], runs[2], strict=True):
+        assert a.item.path == b.item.path and a.media_type == b.media_type and a.num_faces == b.num_faces
+        assert (a.error is None) == (b.error is None)
+        if a.error is None:
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+            assert a.frame_scores == pytest.approx(b.frame_scores, abs=1e-5)
+    assert [r.item.path.name for r in runs[2] if r.error] == ["broken.jpg"]
+    assert "broken.jpg" in next(r.error for r in runs[2] if r.error)
+
+
 def test_manifest_layout(tmp_path, face_rgb):
     data = _test_set(tmp_path / "set", face_rgb)
     manifest = data / "MANIFEST.tsv"
@@ -75,6 +92,9 @@ def test_cli_evaluate(tiny_checkpoint, face_rgb, tmp_path, capsys):
                  "--frames", "2", "--bootstrap", "20", "--device", "cpu", "--quiet"])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0 and "AUC" in out and (tmp_path / "o" / "metrics.json").exists()
+    code = main(["evaluate", str(data), "--weights", str(tiny_checkpoint), "--output", str(tmp_path / "o"),
+                 "--workers", "-1"])  # fmt: skip
+    assert code == 2 and "--workers must be >= 0" in capsys.readouterr().err
 
 
 def test_face_index_evaluation(detector, face_rgb, tmp_path):

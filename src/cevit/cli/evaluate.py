@@ -31,20 +31,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC CI (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="files decoded and face-detected at once while the model scores earlier ones (default: the machine's "
+        "cores minus one; 0: one after another)",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cevit.cli.progress import progress_bar
+    from cevit.errors import ConfigError
     from cevit.evaluation.runner import run_evaluation
     from cevit.inference.pipeline import load_model
 
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     detector = load_model(args.model, weights=args.weights, device=args.device,
                           num_frames=args.frames, rule=args.rule, threshold=args.threshold)  # fmt: skip
     with progress_bar("evaluating", enabled=not args.quiet) as progress:
         m = run_evaluation(detector, args.data, args.output, reencode_jpeg=args.reencode_jpeg,
-                           num_frames=args.frames, n_boot=args.bootstrap, seed=args.seed, progress=progress)  # fmt: skip
+                           num_frames=args.frames, n_boot=args.bootstrap, seed=args.seed, progress=progress,
+                           workers=args.workers)  # fmt: skip
 
     def f(v: float) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
