@@ -40,6 +40,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ __all__ = ["BatchStats", "default_workers", "analyze_pipelined", "item_scorer"]
 log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds between checks of the cancel flag while a thread waits
+#: how long a stopped batch waits for its threads to finish their current step (an image being detected, a frame)
+_JOIN_SECONDS = 60.0
 THREAD_PREFIX = "cevit-batch"
 
 
@@ -343,4 +346,14 @@ def analyze_pipelined(
         cancel.set()
         for _ in pool:
             tasks.put(None)
+        # Wait for the threads to stop (each stops at its next check: a video frame, a model call, a new item) before
+        # returning: a process that exits right after an interrupted batch (Ctrl-C, SIGTERM) must not tear the
+        # interpreter down under threads still inside PyAV or torch (that aborts the process instead of exiting).
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for t in [*pool, model.thread]:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in (*pool, model.thread) if t.is_alive()]
+        if alive:
+            log.warning("%d batch thread(s) still busy %.0f s after the batch stopped: %s", len(alive),
+                        _JOIN_SECONDS, ", ".join(alive))  # fmt: skip
         torch.set_num_threads(torch_threads)  # the caller's setting (the stage threads changed the global)
