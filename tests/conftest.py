@@ -69,6 +69,12 @@ def _torch_threads() -> None:
     torch.set_num_threads(min(TEST_THREADS, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory) -> None:
+    """The tests' own cevit cache (:mod:`cevit.cache`), inherited by the CLI subprocesses: never the user's."""
+    os.environ["CEVIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cevit-cache"))
+
+
 SAMPLE_FACE = PROJECT_ROOT / "src" / "cevit" / "samples" / "astronaut.jpg"
 
 

@@ -133,6 +133,31 @@ def test_in_memory_export_for_torch_weights(calibrated_checkpoint, monkeypatch):
     assert det.calibration.temperature == 2.5
 
 
+def test_in_memory_export_is_cached_per_weights_file(calibrated_checkpoint, monkeypatch, tmp_path, face_rgb):
+    """The first onnxruntime load exports and caches; the next ones load the cache (no export) and score alike; a
+    damaged entry is replaced by a fresh export."""
+    import cevit.models.onnx as onnx_module
+
+    monkeypatch.setattr(onnx_module, "DEFAULT_EXPORTER", FAST)
+    monkeypatch.setenv("CEVIT_CACHE_DIR", str(tmp_path / "cache"))
+    exports = []
+    real_export = onnx_module.onnx_bytes
+    monkeypatch.setattr(onnx_module, "onnx_bytes", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    first = load_model(weights=calibrated_checkpoint, device="cpu", backend="onnxruntime")
+    entries = list((tmp_path / "cache" / "onnx").iterdir())
+    assert len(exports) == 1 and len(entries) == 1 and entries[0].suffix == ".onnx"
+    second = load_model(weights=calibrated_checkpoint, device="cpu", backend="onnxruntime")
+    assert len(exports) == 1, "the cached export was not used"
+    assert second.model_info == first.model_info
+    assert second.model_info["checkpoint_sha256"] == file_sha256(calibrated_checkpoint)
+    crops = [face_rgb[:96, :96].copy(), face_rgb[100:196, 100:196].copy()]
+    assert np.allclose(first.score_faces(crops), second.score_faces(crops), atol=1e-6)
+    entries[0].write_bytes(b"not an onnx model")
+    third = load_model(weights=calibrated_checkpoint, device="cpu", backend="onnxruntime")
+    assert len(exports) == 2 and entries[0].stat().st_size > 1000
+    assert np.allclose(first.score_faces(crops), third.score_faces(crops), atol=1e-6)
+
+
 def test_backend_errors(exported, calibrated_checkpoint):
     out, _ = exported
     with pytest.raises(ConfigError, match="unknown backend"):

@@ -614,8 +614,8 @@ def load_model(
 
     ``backend``: ``"torch"`` or ``"onnxruntime"`` (the model part run by ONNX Runtime, extra ``onnx``; face
     detection stays in torch). Default: ``"onnxruntime"`` for an ``.onnx`` file, else ``"torch"``. Torch weights
-    with ``backend="onnxruntime"`` are exported to ONNX in memory first (seconds to a minute: export the file once
-    with ``cevit export onnx`` to skip that). Both backends give the same scores (≤ 1e-4, tested).
+    with ``backend="onnxruntime"`` are exported to ONNX on first use and the export is cached (:mod:`cevit.cache`;
+    seconds to a minute the first time, under a second after). Both backends give the same scores (≤ 1e-4, tested).
 
     How the weights are used (aggregation rule and thresholds, face-detector settings, calibration) comes from
     the checkpoint's own inference config, else from the registered weights ``name`` or the tag registered for
@@ -674,14 +674,7 @@ def _onnx_device(device: str | torch.device) -> str:
 
 
 def _onnx_model_of(model: CrossEfficientViT, *, device: str) -> OnnxRuntimeModel:
-    """``model`` exported to ONNX in memory and loaded into ONNX Runtime, keeping its checkpoint's identity."""
-    from cevit.models.onnx import DEFAULT_EXPORTER, OnnxRuntimeModel, onnx_bytes
+    """``model`` exported to ONNX (cached, see :func:`cevit.models.onnx.runtime_model_of`) and run by ONNX Runtime."""
+    from cevit.models.onnx import runtime_model_of
 
-    log.info("exporting the model to ONNX in memory for the onnxruntime backend (`cevit export onnx` saves a file)")
-    info = getattr(model, "checkpoint_info", None)
-    data, _ = onnx_bytes(model, exporter=DEFAULT_EXPORTER)
-    scorer = OnnxRuntimeModel.from_bytes(data, source=info.path if info is not None else "<model>", device=device)
-    if info is not None:  # the report names the weights file the user gave, not the in-memory export
-        scorer.checkpoint_info = dataclasses.replace(scorer.checkpoint_info, path=info.path, sha256=info.sha256,
-                                                     inference=info.inference, weights_tag=info.weights_tag)  # fmt: skip
-    return scorer
+    return runtime_model_of(model, device=device)

@@ -62,6 +62,7 @@ __all__ = [
     "onnx_bytes",
     "load_onnx_model",
     "is_onnx_file",
+    "runtime_model_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -372,3 +373,52 @@ def load_onnx_model(
 
     return OnnxRuntimeModel.from_bytes(data, source=str(path), sha256=hashlib.sha256(data).hexdigest(), device=device,
                                        threads=threads)  # fmt: skip
+
+
+def runtime_model_of(model: CrossEfficientViT, *, device: str | torch.device = "cpu") -> OnnxRuntimeModel:
+    """``model`` (torch weights loaded from a file) run by ONNX Runtime: what ``load_model(backend="onnxruntime")``
+    uses for torch weights.
+
+    The export is cached (:mod:`cevit.cache`, ``onnx/<key>.onnx``; the key covers the checkpoint's SHA-256, the
+    exporter, the opset and the torch and cevit versions), so only the first run with given weights pays for it
+    (about 10 s for the default weights on a 2-core CPU; loading the cached file: under a second). A damaged or
+    foreign cache entry is replaced by a fresh export (logged as a warning); a model not loaded from a file (no
+    SHA-256) is exported in memory every time. The returned scorer's ``checkpoint_info`` names the weights file
+    the model came from, not the export.
+    """
+    import dataclasses
+    import hashlib
+
+    from cevit import __version__
+    from cevit.cache import read_entry, remove_entry, write_entry
+
+    info = getattr(model, "checkpoint_info", None)
+    source = info.path if info is not None else "<model>"
+    entry = None
+    if info is not None and info.sha256:
+        key = hashlib.sha256(
+            f"{info.sha256}|{DEFAULT_EXPORTER}|{DEFAULT_OPSET}|{torch.__version__}|{__version__}".encode()
+        ).hexdigest()[:40]
+        entry = f"onnx/{key}.onnx"
+    scorer = None
+    data = read_entry(entry) if entry is not None else None
+    if data is not None:
+        try:
+            scorer = OnnxRuntimeModel.from_bytes(data, source=f"cached export of {source}", device=device)
+            if scorer.checkpoint_info.provenance.get("source_sha256") != info.sha256:  # type: ignore[union-attr]
+                raise CheckpointError("the cached export was made from other weights")
+            log.debug("loaded the cached ONNX export of %s", source)
+        except CheckpointError as exc:
+            log.warning("ignoring a damaged cached ONNX export of %s (%s); exporting again", source, exc)
+            remove_entry(entry)  # type: ignore[arg-type]
+            scorer = None
+    if scorer is None:
+        log.info("exporting %s to ONNX for the onnxruntime backend (once: the export is cached)", source)
+        data, _ = onnx_bytes(model, exporter=DEFAULT_EXPORTER)
+        scorer = OnnxRuntimeModel.from_bytes(data, source=source, device=device)
+        if entry is not None:
+            write_entry(entry, data)
+    if info is not None:  # the report names the weights file the user gave, not the export
+        scorer.checkpoint_info = dataclasses.replace(scorer.checkpoint_info, path=info.path, sha256=info.sha256,
+                                                     inference=info.inference, weights_tag=info.weights_tag)  # fmt: skip
+    return scorer
