@@ -14,8 +14,9 @@ pipelined run's model batching (faces per model call). Uses the bundled default 
 
 Inputs are made in a temporary folder from the shipped sample face (src/cevit/samples/astronaut.jpg):
 a 10 s 1080p 30 fps H.264 clip with the face pasted in (moving slightly), a 720p clip with three faces, and a
-4000x3000 photo with one face. Uses the bundled default weights unless --weights (random weights are not a
-shortcut: they drive activations into subnormal floats and made the model 2x slower, 77 against 36 ms per face).
+4000x3000 photo with one face. Uses the bundled default weights (224 px input) unless --weights; earlier versions
+timed random weights of the 380 px V1 preset by default, which made the model part about 2x slower than what users
+run.
 ``--backend onnxruntime`` runs the model in ONNX Runtime (its export cached, see README), ``--min-face-size``
 overrides the detector's smallest face (the speed/recall trade-off of the pyramid). The 30-frame 1080p row is
 compared with the naive reference pipeline's published 27.8 s on the same kind of 2-core machine (facenet-pytorch
