@@ -251,3 +251,21 @@ def test_metadata_asking_for_a_huge_model_is_refused_before_building_it(small_mo
     with pytest.raises(CheckpointError, match=r"huge\.safetensors: weights do not match the model"):
         load_checkpoint(hostile)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 512 * 1024
+
+
+def test_the_meta_device_check_is_skipped_only_for_registered_files(tmp_path, monkeypatch):
+    """The bundled weights (SHA-256 registered) load without the meta-device model check; any other file gets it."""
+    import cevit.checkpoint as checkpoint_module
+    from cevit.models.pretrained import DEFAULT_WEIGHTS, get_pretrained
+
+    calls = []
+    monkeypatch.setattr(checkpoint_module, "_check_model_matches_tensors", lambda path, info: calls.append(path))
+    bundled = Path(checkpoint_module.__file__).parent / "weights" / get_pretrained(DEFAULT_WEIGHTS).file
+    if not bundled.exists():
+        pytest.skip("the bundled weights file is not in this checkout")
+    load_checkpoint(bundled)
+    assert calls == []
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(create_model("cross_efficient_vit_v1", image_size=96, depth=1), other)
+    load_checkpoint(other)
+    assert calls == [other]

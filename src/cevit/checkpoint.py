@@ -271,6 +271,13 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     model.load_state_dict(cast, strict=True)
 
 
+def _registered_sha256() -> set[str]:
+    """SHA-256 of the registered weights files (:data:`cevit.models.pretrained.PRETRAINED`)."""
+    from cevit.models.pretrained import PRETRAINED
+
+    return {w.sha256 for w in PRETRAINED.values() if w.sha256}
+
+
 def _check_model_matches_tensors(path: Path, info: CheckpointInfo) -> None:
     """Refuse a checkpoint whose metadata describes another model than the tensors it holds, spending no memory.
 
@@ -306,7 +313,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
 
     path = Path(path)
     info = read_checkpoint_info(path)
-    _check_model_matches_tensors(path, info)  # before any memory is spent on the model or the tensors
+    if info.sha256 not in _registered_sha256():  # a registered file (the bundled weights) is known to fit; the
+        # check's meta-device model costs ~0.7 s of a first load (torch imports its meta kernels)
+        _check_model_matches_tensors(path, info)  # before any memory is spent on the model or the tensors
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:

@@ -50,3 +50,16 @@ def test_micro_batching_matches_one_batch():
         whole = optimize_for_inference(model, cpu_micro_batch=0)(x)
         parts = optimize_for_inference(model, cpu_micro_batch=2)(x)
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-5)
+
+
+def test_inplace_optimises_the_given_model_itself():
+    model = _perturbed(DEFAULT_PRESET, **SMALL)
+    s = model.config.image_size
+    x = torch.randn(2, 3, s, s) * 255
+    with torch.inference_mode():
+        ref = model(x)
+    fast = optimize_for_inference(model, inplace=True)
+    assert fast.model is model  # no copy: the caller's model was changed
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.inference_mode():
+        assert (fast(x) - ref).abs().max().item() <= 1e-4

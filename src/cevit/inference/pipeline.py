@@ -192,8 +192,10 @@ class Detector:
     def __init__(
         self, *, model: CrossEfficientViT | OnnxRuntimeModel, device: str | torch.device = "auto", options: AnalyzeOptions | None = None,
         name: str | None = None, checkpoint_path: str | Path | None = None, weights_tag: str | None = None,
-        calibration: Calibration | None = None,
+        calibration: Calibration | None = None, owns_model: bool = False,
     ) -> None:  # fmt: skip
+        """``owns_model=True``: the detector may change ``model`` in place (BatchNorm folding) instead of copying it;
+        for a model nobody else uses (``load_model`` passes it for the model it loads)."""
         from cevit.faces import MTCNN
         from cevit.models.optimize import optimize_for_inference
 
@@ -216,7 +218,7 @@ class Detector:
         #: "torch", or "onnxruntime" for an exported model (:class:`cevit.models.onnx.OnnxRuntimeModel`)
         self.backend = getattr(model, "backend", "torch")
         if isinstance(model, torch.nn.Module):
-            self.model = optimize_for_inference(model.eval()).to(self.device)
+            self.model = optimize_for_inference(model.eval(), inplace=owns_model).to(self.device)
         else:  # a ready-made scorer: preprocessed batch (N, 3, S, S) -> logits (N, 1)
             self.model = model
         o = self.options
@@ -656,7 +658,7 @@ def load_model(
         model = _onnx_model_of(model, device=_onnx_device(device))
     return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **detector_options),
                     name=resolved.display, checkpoint_path=path, weights_tag=weights_tag,
-                    calibration=inference.calibration)  # fmt: skip
+                    calibration=inference.calibration, owns_model=True)  # fmt: skip
 
 
 def _onnx_device(device: str | torch.device) -> str:
