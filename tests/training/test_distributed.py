@@ -9,14 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import yaml
+from synthetic_faces import write_face_index
 
 from cevit.config import from_dict, to_dict
-from cevit.data import INDEX_COLUMNS
 from cevit.errors import ConfigError
 from cevit.training.config import TrainConfig
 from cevit.training.data import EpochBatchSampler
@@ -28,8 +26,6 @@ TINY = dict(image_size=64, depth=1, sm_enc_depth=1, lg_enc_depth=1, cross_attn_d
             lg_enc_heads=2, cross_attn_heads=2, sm_enc_dim_head=16, lg_enc_dim_head=16, cross_attn_dim_head=16,
             sm_enc_mlp_dim=32, lg_enc_mlp_dim=32, sm_dim=32, lg_dim=32,
             dropout=0.0, emb_dropout=0.0, drop_connect_rate=0.0)  # fmt: skip
-BOX = (18.0, 18.0, 78.0, 78.0)
-LMS = [(36.0, 40.0), (60.0, 40.0), (48.0, 52.0), (38.0, 64.0), (58.0, 64.0)]
 
 
 def test_rank_batch_sampler_splits_every_global_batch_between_ranks():
@@ -50,34 +46,9 @@ def test_context_from_torchrun_environment():
         DistributedContext.from_env({"RANK": "2", "WORLD_SIZE": "2"})
 
 
-def _crop(seed: int, fake: bool) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(30, 90, size=(96, 96, 3), dtype=np.uint8)
-    cv2.ellipse(img, (48, 50), (26, 32), 0, 0, 360, (int(rng.integers(180, 230)), 160, 130), thickness=-1)
-    cv2.line(img, (38, 64), (58, 64), (120, 40, 50), thickness=3)
-    if fake:
-        img[30:70, 28:68] = cv2.GaussianBlur(img[30:70, 28:68], (5, 5), 1.5)
-    return img
-
-
 def _index(folder: Path, groups: int = 9) -> Path:
     """``groups`` x (2 real + 2 fake) crops; group 0 is validation."""
-    (folder / "crops").mkdir(parents=True)
-    rows = []
-    for g in range(groups):
-        for label in ("real", "fake"):
-            for f in range(2):
-                rel = f"crops/g{g}_{label}_{f}.png"
-                cv2.imwrite(str(folder / rel), cv2.cvtColor(_crop(10 * g + f, label == "fake"), cv2.COLOR_RGB2BGR))
-                grp = f"vid{g}" if label == "real" else f"vid{g}_fake"
-                rows.append([rel, f"{grp}.mp4", f, f * 0.5, 0, *BOX, *[v for p in LMS for v in p], 0.99, label,
-                             "val" if g == 0 else "", "", "generic", grp])  # fmt: skip
-    path = folder / "index.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(INDEX_COLUMNS)
-        w.writerows(rows)
-    return path
+    return write_face_index(folder, groups)
 
 
 def _config(index: Path, out: Path, **train_kw) -> TrainConfig:

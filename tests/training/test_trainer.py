@@ -11,14 +11,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from synthetic_faces import write_face_index
 
 from cevit.checkpoint import file_sha256, load_checkpoint, portable_paths
 from cevit.config import from_dict, to_dict
-from cevit.data import INDEX_COLUMNS
 from cevit.errors import CheckpointError, ConfigError
 from cevit.training.config import ScheduleSection, TrainConfig, load_train_config
 from cevit.training.trainer import LOG_FIELDS, Trainer, TrainResult, _build_optimizer, lr_factor, train
@@ -26,8 +25,6 @@ from cevit.training.trainer import LOG_FIELDS, Trainer, TrainResult, _build_opti
 TINY = dict(image_size=64, depth=1, sm_enc_depth=1, lg_enc_depth=1, cross_attn_depth=1, sm_enc_heads=2,
             lg_enc_heads=2, cross_attn_heads=2, sm_enc_dim_head=16, lg_enc_dim_head=16, cross_attn_dim_head=16,
             sm_enc_mlp_dim=32, lg_enc_mlp_dim=32, sm_dim=32, lg_dim=32)  # fmt: skip
-BOX = (18.0, 18.0, 78.0, 78.0)
-LMS = [(36.0, 40.0), (60.0, 40.0), (48.0, 52.0), (38.0, 64.0), (58.0, 64.0)]
 
 
 @pytest.fixture(autouse=True)
@@ -39,38 +36,10 @@ def _one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(before)
 
 
-def face_crop(seed: int, fake: bool) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(30, 90, size=(96, 96, 3), dtype=np.uint8)
-    cv2.ellipse(img, (48, 50), (26, 32), 0, 0, 360, (int(rng.integers(180, 230)), 160, 130), thickness=-1)
-    for x, y in LMS[:2]:
-        cv2.circle(img, (int(x), int(y)), 4, (40, 30, 25), thickness=-1)
-    cv2.line(img, (38, 64), (58, 64), (120, 40, 50), thickness=3)
-    if fake:
-        img[30:70, 28:68] = cv2.GaussianBlur(img[30:70, 28:68], (5, 5), 1.5)
-    return img
-
-
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 groups x (2 real + 2 fake crops); group 0 (and its fakes) is validation: 20 train / 4 val crops."""
-    folder = tmp_path_factory.mktemp("faces")
-    (folder / "crops").mkdir()
-    rows = []
-    for g in range(6):
-        for label in ("real", "fake"):
-            for f in range(2):
-                rel = f"crops/g{g}_{label}_{f}.png"
-                cv2.imwrite(str(folder / rel), cv2.cvtColor(face_crop(10 * g + f, label == "fake"), cv2.COLOR_RGB2BGR))
-                grp = f"vid{g}" if label == "real" else f"vid{g}_fake"
-                rows.append([rel, f"{grp}.mp4", f, f * 0.5, 0, *BOX, *[v for p in LMS for v in p], 0.99, label,
-                             "val" if g == 0 else "", "", "generic", grp])  # fmt: skip
-    path = folder / "index.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(INDEX_COLUMNS)
-        w.writerows(rows)
-    return path
+    return write_face_index(tmp_path_factory.mktemp("faces"), groups=6)
 
 
 def make_config(
