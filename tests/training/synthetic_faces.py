@@ -3,13 +3,12 @@ blurred "fakes" from the sharp "reals" in a few steps)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cevit.data import INDEX_COLUMNS
+from cevit.data import INDEX_COLUMNS, write_index
 
 BOX = (18.0, 18.0, 78.0, 78.0)
 LMS = [(36.0, 40.0), (60.0, 40.0), (48.0, 52.0), (38.0, 64.0), (58.0, 64.0)]
@@ -42,8 +41,6 @@ def write_face_index(folder: Path, groups: int) -> Path:
                 rows.append([rel, f"{grp}.mp4", f, f * 0.5, 0, *BOX, *[v for p in LMS for v in p], 0.99, label,
                              "val" if g == 0 else "", "", "generic", grp])  # fmt: skip
     path = folder / "index.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(INDEX_COLUMNS)
-        w.writerows(rows)
+    # rows leave the trailing optional columns (the valid region) out: written empty
+    write_index(path, (dict(zip(INDEX_COLUMNS, r)) for r in rows))  # noqa: B905
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from cevit.data import INDEX_COLUMNS, FaceRow, read_index
+from cevit.data import write_index as write_index_rows
 from cevit.errors import ConfigError
 from cevit.preprocess import Preprocessing
 from cevit.training.config import AugmentSection, DataSection
@@ -58,10 +58,8 @@ def write_index(folder: Path, *, groups: int = 6, frames: int = 2, fakes: bool =
                 rows.append([rel, f"videos/{grp}.mp4", f, f * 0.5, 0, *BOX, *lm, 0.99, label,
                              split(g) if split else "", "original" if label == "real" else "x", "generic", grp])  # fmt: skip
     path = folder / "index.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(INDEX_COLUMNS)
-        w.writerows(rows)
+    # rows leave the trailing optional columns (the valid region) out: written empty
+    write_index_rows(path, (dict(zip(INDEX_COLUMNS, r)) for r in rows))  # noqa: B905
     return path
 
 
