@@ -44,13 +44,14 @@ def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> Non
 
 
 @contextlib.contextmanager
-def live_server(app) -> Iterator[str]:
+def live_server(app, **config_options) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=2)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=2,
+                            **config_options)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -213,6 +214,77 @@ def test_slow_headers_do_not_hold_a_worker(tmp_path):
         finally:
             for s in slow:
                 s.close()
+
+
+def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    """True when the server closes ``sock`` (recv returns b"" or the connection is reset) within ``timeout`` s."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_without_complete_headers_are_closed_at_the_deadline(tmp_path):
+    """cevit serve's protocol (cevit.api.protocol): a connection that sends nothing, one that trickles header bytes
+    and a kept-alive one that starts a second request and stalls are all closed once the header deadline passes;
+    a normal request is unaffected, and so is a slow upload body once its headers are in (408 from the app)."""
+    from cevit.api.protocol import header_deadline_protocol
+
+    app = create_app(detector=FakeDetector(), tmp_dir=tmp_path / "uploads", workers=1, queue_size=0,
+                     upload_timeouts=UploadTimeouts(idle=30.0, total=60.0))  # fmt: skip
+    with live_server(app, http=header_deadline_protocol(1.0)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        started = time.monotonic()
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        trickle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        kept = socket.create_connection(("127.0.0.1", port), timeout=10)
+        body = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            kept.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert read_status(kept, 30) == 200
+            kept.sendall(b"GET /v1/health HTTP/1.1\r\nHo")  # the second request stalls in its headers
+            body.sendall(post_headers(10_000) + multipart_head())  # headers complete; the body never comes
+            head = post_headers(10_000)
+            for i in range(5):  # a byte now and then: each byte would reset uvicorn's own keep-alive timer
+                trickle.sendall(head[i : i + 1])
+                time.sleep(0.3)
+            for name, sock in (("silent", silent), ("trickling", trickle), ("stalled keep-alive", kept)):
+                assert _closed_by_server(sock, 30), f"the {name} connection was not closed"
+            assert time.monotonic() - started >= 1.0  # not before the deadline
+            # the connection whose headers were complete is still open (its body has the upload timeouts)
+            body.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                body.recv(1)
+            body.close()  # it held the only slot (reserved before the body is read): freed when it goes
+            wait_until(lambda: app.state.cevit.pool.in_flight == 0, 30, "the slot of the closed upload freed")
+            r = httpx.post(f"{base}/v1/analyze", files={"file": ("x.jpg", JPEG)}, timeout=30)
+            assert r.status_code == 200
+        finally:
+            for sock in (silent, trickle, kept, body):
+                sock.close()
+
+
+def test_serve_uses_the_header_deadline(monkeypatch, tiny_checkpoint):
+    from cevit.cli import serve
+    from cevit.cli.main import build_parser
+    from cevit.errors import ConfigError
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    monkeypatch.setattr(serve, "configure_logging", lambda level: None)  # the test's logging stays as it is
+    args = build_parser().parse_args(["serve", "--weights", str(tiny_checkpoint), "--device", "cpu",
+                                      "--header-timeout", "3"])  # fmt: skip
+    assert args.func(args) == 0
+    assert calls[0]["http"].header_timeout == 3.0
+    args = build_parser().parse_args(["serve", "--weights", str(tiny_checkpoint), "--header-timeout", "0"])
+    with pytest.raises(ConfigError, match="--header-timeout"):
+        args.func(args)
 
 
 # -- floods ------------------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-temp-mb", type=float, default=None,
                    help="temporary disk space of all uploads at once in MB; an upload that would pass it gets 503 "
                    "(default: 1024, or --max-upload-mb when larger)")  # fmt: skip
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="close connections whose request line and headers are not complete after S seconds "
+                        "(slow-header attacks; default 10)")  # fmt: skip
     p.add_argument("--upload-idle-timeout", type=float, default=30.0, metavar="S",
                    help="answer 408 when an upload pauses longer than S seconds (default: 30)")  # fmt: skip
     p.add_argument("--upload-timeout", type=float, default=600.0, metavar="S",
@@ -77,14 +80,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1 and --queue-size >= 0, got {args.workers} and {args.queue_size}")
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
-    if not (args.upload_idle_timeout > 0 and args.upload_timeout > 0):
-        raise ConfigError("--upload-idle-timeout and --upload-timeout must be > 0")
+    if not (args.upload_idle_timeout > 0 and args.upload_timeout > 0 and args.header_timeout > 0):
+        raise ConfigError("--header-timeout, --upload-idle-timeout and --upload-timeout must be > 0")
     if args.max_temp_mb is not None and args.max_temp_mb < args.max_upload_mb:
         raise ConfigError(f"--max-temp-mb must be at least --max-upload-mb, got {args.max_temp_mb}")
     try:
         import uvicorn
 
         from cevit.api import create_app
+        from cevit.api.protocol import header_deadline_protocol
         from cevit.api.uploads import UploadTimeouts
     except ImportError as exc:
         raise ConfigError(f"cevit serve needs the 'api' extra: pip install 'cevit[api]' ({exc})") from exc
@@ -104,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the service",
                     args.host)  # fmt: skip
     log.info("serving on http://%s:%d/", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, workers=1)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, workers=1,
+                http=header_deadline_protocol(args.header_timeout))  # fmt: skip
     return 0
 
 
