@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_trainer import TINY, face_crop, index, make_config  # noqa: F401 - index is a fixture
+from synthetic_faces import face_crop
+from test_trainer import TINY, index, make_config  # noqa: F401 - index is a fixture
 
 from cevit.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from cevit.cli.main import main
