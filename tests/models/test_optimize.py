@@ -61,5 +61,7 @@ def test_inplace_optimises_the_given_model_itself():
     fast = optimize_for_inference(model, inplace=True)
     assert fast.model is model  # no copy: the caller's model was changed
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    again = optimize_for_inference(model, inplace=True)  # already folded: nothing is folded twice
     with torch.inference_mode():
         assert (fast(x) - ref).abs().max().item() <= 1e-4
+        assert (again(x) - ref).abs().max().item() <= 1e-4

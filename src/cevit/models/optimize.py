@@ -1,6 +1,7 @@
 """Inference-time speed-ups that keep the numbers: BatchNorm folding, symmetric-padding folding, channels-last.
 
-:func:`optimize_for_inference` returns an optimised COPY of a model for CPU/GPU inference (eval mode only):
+:func:`optimize_for_inference` returns an optimised copy of a model (or, with ``inplace=True``, optimises the model
+itself; doing that twice is harmless) for CPU/GPU inference (eval mode only):
 
 * every Conv → BatchNorm pair of the EfficientNet extractors becomes one convolution with a bias
   (``w' = w·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)``);
@@ -58,9 +59,10 @@ def _optimize_extractor(net: EfficientNetFeatures) -> None:
     if net.include_head:
         pairs.append((net, "_conv_head", "_bn1"))
     for owner, conv_name, bn_name in pairs:
-        conv = getattr(owner, conv_name)
-        fold_conv_bn(conv, getattr(owner, bn_name))
-        setattr(owner, bn_name, nn.Identity())
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        if isinstance(bn, nn.BatchNorm2d):  # not folded yet (optimising a model twice in place changes nothing)
+            fold_conv_bn(conv, bn)
+            setattr(owner, bn_name, nn.Identity())
         _fold_padding(conv)
 
 
