@@ -32,8 +32,8 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=("auto", "fp32", "bf16", "fp16"),
         help="the model's arithmetic: auto (default: bf16 autocast on a CUDA GPU with bf16, else fp16 on CUDA; "
-        "fp32 on the CPU), fp32, bf16 or fp16 (autocast; scores within about 1e-2 of fp32); the onnxruntime "
-        "backend runs fp32 only",
+        "fp32 on the CPU), fp32, bf16 or fp16 (autocast: face scores move by up to about 0.01 from fp32's); the "
+        "onnxruntime backend runs fp32 only",
     )
 
 
