@@ -10,7 +10,7 @@
 #                                               #   clips/ the generated 1080p clip as H.264 (fallback) and one public
 #                                               #          1080p DFDC clip (3.9 MB) when ../shared has it
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu_carry"], timeout_s=540)   # ON the GPU machine
-#   bash benchmarks/gpu_check.sh --dry-run      # HERE: every section on the CPU with tiny sizes (about 3 minutes)
+#   bash benchmarks/gpu_check.sh --dry-run      # HERE: every section on the CPU with tiny sizes (83-182 s here)
 #
 # The GPU machine has torch, numpy, opencv, pillow, einops, safetensors, pyyaml and tqdm, no network and no PyAV:
 # nothing is installed there. Videos are decoded there with OpenCV (cv2.VideoCapture) patched in behind cevit.media
