@@ -83,3 +83,28 @@ def test_valid_region_rounding_and_errors() -> None:
         valid_region((30, 0, 30, 10), (60, 60, 3))
     with pytest.raises(ValueError, match="non-finite"):
         valid_region((float("nan"), 0, 10, 10), (60, 60, 3))
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_tensor_on_a_device_is_made_from_uint8_there(order: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """to_tensor(device=...) moves the uint8 faces and converts them on the device: the same tensor as the CPU's
+    conversion (CUDA itself is tested in tests/models/test_cuda.py; here the CPU and the shape-only meta device)."""
+    from cevit.preprocess import normalize, stack_faces, to_device
+
+    spec = Preprocessing(input_size=16, channel_order=order)
+    faces = [np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8) for i in range(3)]
+    expected = to_tensor(faces, spec)
+    assert expected.shape == (3, 3, 16, 16) and expected.dtype == torch.float32
+    assert torch.equal(normalize(torch.from_numpy(stack_faces(faces)), spec), expected)
+    pinned: list[torch.Tensor] = []
+    original = torch.Tensor.pin_memory
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a: pinned.append(self) or original(self, *a))
+    pre = FacePreprocessor(spec=spec)
+    assert torch.equal(pre.to_tensor(faces, device="cpu"), expected)
+    meta = pre.to_tensor(faces, device="meta")  # the device path: uint8 moved, converted on the device
+    assert meta.device.type == "meta" and meta.shape == expected.shape and meta.dtype == torch.float32
+    assert to_device(torch.zeros(2, dtype=torch.uint8), "cpu").device.type == "cpu"
+    assert pinned == []  # pinned memory only for a CUDA device
+    assert pre.to_tensor([], device="meta").shape == (0, 3, 16, 16)
+    with pytest.raises(ValueError, match="expected"):
+        stack_faces(np.zeros((2, 16, 16), np.uint8))

@@ -13,6 +13,9 @@ training, validation and inference always turn faces into tensors the same way:
    scales both sides to ``input_size``. Shrinking uses area interpolation, enlarging bicubic.
 3. **To tensor** (:func:`to_tensor`): channel order (``RGB`` or ``BGR``), values divided by
    ``value_scale`` (255 → [0, 1]; 1 → raw 0–255), then ``(x - mean) / std`` when a mean/std is given.
+   :func:`normalize` is this step on a ``uint8`` tensor wherever it lives: inference on a GPU copies the
+   ``uint8`` faces (a quarter of the float32 bytes) through pinned memory (:func:`to_device`) and converts
+   them there, with the same float32 operations, so the input is the same tensor as on the CPU.
 
 Frames enter as ``uint8`` RGB arrays of shape (H, W, 3) everywhere in cevit. :class:`FacePreprocessor`, built
 from a checkpoint's :class:`Preprocessing`, is the one object that inference, training, validation and
@@ -50,6 +53,9 @@ __all__ = [
     "crop_face",
     "resize_face",
     "to_tensor",
+    "stack_faces",
+    "normalize",
+    "to_device",
     "preprocess_faces",
     "FacePreprocessor",
     "Region",
@@ -213,23 +219,44 @@ def resize_face(crop: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return out
 
 
-def to_tensor(faces: np.ndarray | Sequence[np.ndarray], spec: Preprocessing) -> torch.Tensor:
-    """Stack resized RGB uint8 faces (N, S, S, 3) into the model's float input (N, 3, S, S)."""
+def stack_faces(faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Resized RGB uint8 faces as one contiguous ``(N, S, S, 3)`` array (a single face ``(S, S, 3)`` → N = 1)."""
     arr = np.stack(list(faces)) if not isinstance(faces, np.ndarray) else faces
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) faces, got shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()  # (N, 3, S, S), RGB 0-255
+    return np.ascontiguousarray(arr)
+
+
+def normalize(faces: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """``(N, S, S, 3)`` faces (uint8, RGB 0-255, on any device) → the model's float32 input ``(N, 3, S, S)``
+    on the same device: channel order, ``/ value_scale``, ``(x - mean) / std``, as :func:`to_tensor`."""
+    x = faces.permute(0, 3, 1, 2).float()  # (N, 3, S, S), RGB 0-255
     if spec.channel_order == "BGR":
         x = x.flip(1)
     if spec.value_scale != 1.0:
         x = x / spec.value_scale
     if spec.mean is not None and spec.std is not None:
-        mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
     return x.contiguous()
+
+
+def to_device(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``x`` (a CPU tensor) on ``device``: to a CUDA device through pinned (page-locked) host memory with an
+    asynchronous copy (work queued after it on the stream waits for it; the pinned buffer is kept until the copy is
+    done by PyTorch's caching host allocator); elsewhere a plain ``.to(device)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def to_tensor(faces: np.ndarray | Sequence[np.ndarray], spec: Preprocessing) -> torch.Tensor:
+    """Stack resized RGB uint8 faces (N, S, S, 3) into the model's float input (N, 3, S, S)."""
+    return normalize(torch.from_numpy(stack_faces(faces)), spec)
 
 
 class FacePreprocessor:
@@ -275,11 +302,20 @@ class FacePreprocessor:
             spec = self._iso if resize_mode == "isotropic_pad" else self._stretch
         return resize_face(crop_face(image, box, spec, valid=valid), spec)
 
-    def to_tensor(self, faces: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-        """Resized faces ``(N, S, S, 3)`` uint8 RGB → the model's input ``(N, 3, S, S)`` float32."""
+    def to_tensor(
+        self, faces: np.ndarray | Sequence[np.ndarray], *, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Resized faces ``(N, S, S, 3)`` uint8 RGB → the model's input ``(N, 3, S, S)`` float32.
+
+        ``device`` (default: the CPU): where the tensor is wanted. The uint8 faces are moved there first
+        (:func:`to_device`: pinned memory and an asynchronous copy to a GPU) and converted on that device; the
+        result equals ``to_tensor(faces).to(device)`` (the same float32 operations, exactly rounded everywhere).
+        """
         if not isinstance(faces, np.ndarray) and len(faces) == 0:
-            return torch.empty((0, 3, self.spec.input_size, self.spec.input_size))
-        return to_tensor(faces, self.spec)
+            return torch.empty((0, 3, self.spec.input_size, self.spec.input_size), device=device)
+        if device is None or torch.device(device).type == "cpu":
+            return to_tensor(faces, self.spec)
+        return normalize(to_device(torch.from_numpy(stack_faces(faces)), device), self.spec)
 
     def __call__(
         self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]],

@@ -448,3 +448,32 @@ def test_interrupt_keeps_the_finished_reports(tiny_checkpoint, face_rgb, tmp_pat
     else:
         kept = [str(folder / p.name[: -len(".json")]) for p in sorted((tmp_path / "out").iterdir())]
     assert kept == [str(p) for p in paths[:3]]
+
+
+def test_precision_flag_reaches_the_library(capsys, monkeypatch, tmp_path):
+    """--precision is parsed (a bad value is a usage error, exit 2, before any model) and passed to load_model by
+    analyze and evaluate; scan carries it in its DetectorSpec."""
+    import cevit.inference.pipeline as pipeline
+    from cevit.errors import ConfigError
+
+    _model_must_not_load(monkeypatch)
+    code, _, err = run(["analyze", str(SAMPLE_FACE), "--precision", "int8"], capsys)
+    assert code == 2 and "--precision" in err and "int8" in err
+    seen = []
+
+    def capture(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(pipeline, "load_model", capture)
+    assert run(["analyze", str(SAMPLE_FACE), "--precision", "bf16"], capsys)[0] == 2
+    assert run(["analyze", str(SAMPLE_FACE)], capsys)[0] == 2
+    assert run(["evaluate", str(tmp_path), "--output", str(tmp_path / "o"), "--precision", "fp16"], capsys)[0] == 2
+    assert seen == ["bf16", "auto", "fp16"]
+    from cevit.cli.main import build_parser
+    from cevit.scan import DetectorSpec
+
+    args = build_parser().parse_args(["scan", str(tmp_path), "--output", str(tmp_path / "s"), "--precision", "fp32"])
+    with pytest.raises(ConfigError, match="stop here"):
+        DetectorSpec(device="cpu", precision=args.precision).load()
+    assert seen[-1] == "fp32"

@@ -314,3 +314,84 @@ def test_analyze_many_logs_nothing_above_debug_for_a_failed_item(detector, tmp_p
         reports = list(detector.analyze_many([bad, SAMPLE_FACE]))
     assert "error" in reports[0] and "error" not in reports[1]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- precision (issue 12, item 3) -------------------------------------------------------------------------------
+#: bf16 autocast on the CPU vs fp32 with the bundled default weights, 16 crops of the sample face (torch 2.13 CPU
+#: build, this project's 2-core Xeon): largest difference 6.4e-3 on the face scores (probabilities) and 0.073 on the
+#: logits (-3.1 to -1.7); fp16 autocast: 8.5e-4 and 0.0094. The bound keeps 3x margin over the bf16 figure. (The
+#: issue's 1e-2-on-logits bound is for CUDA and is tested in tests/models/test_cuda.py.)
+BF16_CPU_SCORE_TOL = 2e-2
+
+
+def test_precision_is_checked_and_resolved_per_device(monkeypatch):
+    import torch
+
+    import cevit.inference.pipeline as pipeline
+    from cevit.errors import ConfigError
+    from cevit.inference.pipeline import PRECISIONS, resolve_precision
+
+    assert PRECISIONS == ("auto", "fp32", "bf16", "fp16") and AnalyzeOptions().precision == "auto"
+    for bad in ("int8", "FP32", "", None):
+        with pytest.raises(ConfigError, match="precision"):
+            AnalyzeOptions(precision=bad)
+        with pytest.raises(ConfigError, match="precision"):
+            resolve_precision(bad, "cpu")
+    cpu = torch.device("cpu")
+    assert [resolve_precision(p, cpu) for p in PRECISIONS] == ["fp32", "fp32", "bf16", "fp16"]
+    # the CUDA rules, without a GPU: auto is bf16 where the GPU has it natively, else fp16
+    cuda = torch.device("cuda")
+    for native, auto in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(pipeline, "_cuda_bf16", lambda device, native=native: native)
+        assert resolve_precision("auto", cuda) == auto and resolve_precision("fp16", cuda) == "fp16"
+        assert resolve_precision("fp32", cuda) == "fp32"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    with pytest.raises(ConfigError, match="V100 has no native bf16"):
+        resolve_precision("bf16", cuda)
+    # ONNX Runtime runs the exported fp32 model: auto means fp32, bf16/fp16 are refused
+    assert resolve_precision("auto", cuda, backend="onnxruntime") == "fp32"
+    for p in ("bf16", "fp16"):
+        with pytest.raises(ConfigError, match="torch backend"):
+            resolve_precision(p, cpu, backend="onnxruntime")
+        with pytest.raises(ConfigError, match="not supported on mps"):
+            resolve_precision(p, torch.device("mps"))
+
+
+def test_a_bad_precision_fails_before_the_weights_are_read(monkeypatch, tiny_checkpoint):
+    import cevit.inference.pipeline as pipeline
+    from cevit.errors import ConfigError
+
+    def refuse(path):
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(pipeline, "load_weights", refuse)
+    with pytest.raises(ConfigError, match="unknown precision 'int8'"):
+        load_model(weights=tiny_checkpoint, device="cpu", precision="int8")
+
+
+def test_the_report_says_how_it_was_computed(detector, tiny_checkpoint):
+    from cevit.inference.results import Analysis
+
+    assert detector.precision == "fp32"  # auto on the CPU
+    r = detector.analyze(SAMPLE_FACE)
+    assert r["model"]["runtime"] == {"backend": "torch", "device": "cpu", "precision": "fp32"}
+    assert Analysis.from_dict(r).to_dict()["model"]["runtime"] == r["model"]["runtime"]
+    bf16 = load_model(weights=tiny_checkpoint, device="cpu", precision="bf16")
+    assert bf16.precision == "bf16" and bf16.options.precision == "bf16"
+    assert bf16.analyze(SAMPLE_FACE)["model"]["runtime"]["precision"] == "bf16"
+
+
+def test_bf16_autocast_on_the_cpu_scores_close_to_fp32(face_rgb):
+    """The bundled default weights on a real face crop (the one of the largest difference among the sixteen
+    measured; bf16 is slow on this CPU): bf16 autocast, asked for explicitly on the CPU, gives the fp32 score within
+    BF16_CPU_SCORE_TOL, as a float in (0, 1), and it did run in bf16 (the scores differ)."""
+    from cevit.inference.pipeline import bundled_weights_path
+
+    if bundled_weights_path() is None:
+        pytest.skip("no bundled weights in this installation")
+    fp32, bf16 = load_model(device="cpu", precision="fp32"), load_model(device="cpu", precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    crops = [fp32.preprocessor.crop(face_rgb, (150 + d, 60 + d, 320 - d, 230 - d)) for d in (6,)]
+    a, b = np.array(fp32.score_faces(crops)), np.array(bf16.score_faces(crops))
+    assert b.dtype == np.float64 and np.all((b > 0) & (b < 1))
+    assert 0 < np.abs(a - b).max() <= BF16_CPU_SCORE_TOL

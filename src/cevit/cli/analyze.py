@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from cevit.cli.options import add_limit_options, add_model_options, limit_options
+from cevit.cli.options import add_limit_options, add_model_options, add_precision_option, limit_options
 
 FORMATS = ("json", "jsonl", "csv", "table")
 CSV_COLUMNS = ("source", "media_type", "prediction", "confidence", "score", "num_faces", "frames_analyzed",
@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=30, help="frames sampled evenly per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold: FAKE above it (default: the rule's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda, cuda:N (default: auto)")
+    add_precision_option(p)  # --precision auto|fp32|bf16|fp16
     p.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
@@ -356,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
 
         return load_model(args.model, weights=args.weights, device=args.device, num_frames=args.frames,
                           rule=args.rule, threshold=args.threshold, backend=args.backend,
-                          **limit_options(args))  # fmt: skip
+                          precision=args.precision, **limit_options(args))  # fmt: skip
 
     for r in reports:  # arguments that could not be resolved
         emit(r)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from cevit.cli.options import add_model_options
+from cevit.cli.options import add_model_options, add_precision_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC CI (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    add_precision_option(p)
     p.add_argument(
         "--workers",
         type=int,
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    detector = load_model(args.model, weights=args.weights, device=args.device,
+    detector = load_model(args.model, weights=args.weights, device=args.device, precision=args.precision,
                           num_frames=args.frames, rule=args.rule, threshold=args.threshold)  # fmt: skip
     with progress_bar("evaluating", enabled=not args.quiet) as progress:
         m = run_evaluation(detector, args.data, args.output, reencode_jpeg=args.reencode_jpeg,

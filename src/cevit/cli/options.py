@@ -25,6 +25,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """``--precision``: the model's arithmetic (cevit.inference.pipeline.PRECISIONS; face detection stays fp32)."""
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="the model's arithmetic: auto (default: bf16 autocast on a CUDA GPU with bf16, else fp16 on CUDA; "
+        "fp32 on the CPU), fp32, bf16 or fp16 (autocast: face scores move by up to about 0.01 from fp32's); the "
+        "onnxruntime backend runs fp32 only",
+    )
+
+
 def _limit(kind: type) -> Callable[[str], float | int | None]:
     """argparse type of a limit: a positive number, or ``none`` / ``off`` for no limit."""
 

@@ -11,7 +11,7 @@ import argparse
 import signal
 import sys
 
-from cevit.cli.options import add_model_options
+from cevit.cli.options import add_model_options, add_precision_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=30, help="frames sampled evenly per video (default: 30)")
     p.add_argument("--threshold", type=float, default=None, help="label threshold: FAKE above it (default: the rule's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda, cuda:N (default: auto)")
+    add_precision_option(p)
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="local engine: torch threads (default: torch's choice, all cores; on a machine busy with "
                    "other work, 1 can be several times faster); Ray actors always use 1")  # fmt: skip
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     spec = DetectorSpec(model=args.model, weights=args.weights, device=args.device, num_frames=args.frames,
-                        rule=args.rule, threshold=args.threshold, threads=args.threads)  # fmt: skip
+                        rule=args.rule, threshold=args.threshold, threads=args.threads,
+                        precision=args.precision)  # fmt: skip
 
     def on_sigterm(signum: int, frame: object) -> None:  # a scheduler's stop: commit like Ctrl-C
         raise KeyboardInterrupt

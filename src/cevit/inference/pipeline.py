@@ -49,7 +49,16 @@ if TYPE_CHECKING:
     from cevit.inference.batch import BatchStats
     from cevit.models.onnx import OnnxRuntimeModel
 
-__all__ = ["AnalyzeOptions", "Detector", "load_model", "load_weights", "bundled_weights_path", "resolve_device"]
+__all__ = [
+    "AnalyzeOptions",
+    "Detector",
+    "load_model",
+    "load_weights",
+    "bundled_weights_path",
+    "resolve_device",
+    "resolve_precision",
+    "PRECISIONS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,9 @@ Progress = Callable[[int, int], None]
 
 #: What runs the model part: PyTorch, or ONNX Runtime on an exported model (:mod:`cevit.models.onnx`).
 BACKENDS = ("torch", "onnxruntime")
+#: The model's arithmetic: ``auto`` (bf16 autocast on a CUDA GPU that supports it, else fp16 on CUDA; fp32 on the
+#: CPU), ``fp32``, or ``bf16`` / ``fp16`` autocast (:func:`resolve_precision`). Face detection always runs in fp32.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +91,11 @@ class AnalyzeOptions:
     max_video_seconds: float | None = DEFAULT_MAX_VIDEO_SECONDS  # declared duration, checked before sampling
     max_faces_per_frame: int | None = DEFAULT_MAX_FACES_PER_FRAME  # faces in one frame or image
     max_item_memory_mb: float | None = DEFAULT_MAX_ITEM_MEMORY_MB  # estimated decoded pixels held at once
+    precision: str = "auto"  # the model's arithmetic, one of PRECISIONS (see resolve_precision)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("max_item_seconds", "max_video_seconds", "max_item_memory_mb"):
             check_limit_value(name, getattr(self, name))
         check_limit_value("max_faces_per_frame", self.max_faces_per_frame, integer=True)
@@ -112,6 +127,47 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device {str(device)!r} is not supported; use auto, cpu or cuda (cuda:N)")
     return dev
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` runs bf16 natively (compute capability 8.0+: Ampere, Hopper, ...); an older GPU
+    only emulates it, slower than fp16."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_precision(precision: str, device: str | torch.device, *, backend: str = "torch") -> str:
+    """The arithmetic the model runs in on ``device``: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    ``auto``: bf16 autocast on a CUDA GPU with native bf16, fp16 autocast on an older CUDA GPU, fp32 everywhere
+    else (on a CPU, bf16 is slower than fp32 unless the CPU has bf16 instructions: ask for it explicitly).
+    ``bf16`` / ``fp16``: :func:`torch.autocast` on CUDA or the CPU (bf16 on a GPU without native bf16 is refused).
+    The onnxruntime backend runs the exported fp32 model: ``auto`` means fp32 there, ``bf16`` / ``fp16`` are
+    refused. Raises :class:`~cevit.errors.ConfigError` for an unknown value or a combination that cannot run.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    dev = torch.device(device)
+    if backend != "torch":
+        if precision in ("auto", "fp32"):
+            return "fp32"
+        raise ConfigError(f"precision {precision} needs the torch backend: the {backend} backend runs the exported "
+                          "fp32 model (use precision fp32 or auto)")  # fmt: skip
+    if precision == "auto":
+        if dev.type == "cuda":
+            return "bf16" if _cuda_bf16(dev) else "fp16"
+        return "fp32"
+    if precision == "fp32":
+        return "fp32"
+    if dev.type == "cuda":
+        if precision == "bf16" and not _cuda_bf16(dev):
+            raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(dev)} has no native bf16; use fp16")
+        return precision
+    if dev.type == "cpu":
+        return precision
+    raise ConfigError(f"precision {precision} is not supported on {dev.type}; use fp32 (or auto)")
+
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def bundled_weights_path(name: str | None = None) -> Path | None:
@@ -187,7 +243,13 @@ EXPLAIN_FRAME_SIDE = 1280
 
 
 class Detector:
-    """A loaded model plus face detector: call :meth:`analyze` for one file, :meth:`analyze_many` for several."""
+    """A loaded model plus face detector: call :meth:`analyze` for one file, :meth:`analyze_many` for several.
+
+    ``options.precision`` (:func:`resolve_precision`, resolved for ``device`` into :attr:`precision`) sets the
+    model's arithmetic: bf16/fp16 run the model under :func:`torch.autocast` (scores come back as float32); the
+    face detector and explanations (Grad-CAM, attention maps) always run in fp32. The report's ``model.runtime``
+    block says how it was computed: ``{"backend", "device", "precision"}``.
+    """
 
     def __init__(
         self, *, model: CrossEfficientViT | OnnxRuntimeModel, device: str | torch.device = "auto", options: AnalyzeOptions | None = None,
@@ -200,8 +262,12 @@ class Detector:
         from cevit.models.optimize import optimize_for_inference
 
         self.device = resolve_device(device)
-        self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.options = options or AnalyzeOptions()
+        #: "torch", or "onnxruntime" for an exported model (:class:`cevit.models.onnx.OnnxRuntimeModel`)
+        self.backend = getattr(model, "backend", "torch")
+        #: the model's arithmetic in use: "fp32", "bf16" or "fp16" (``options.precision`` resolved for the device)
+        self.precision = resolve_precision(self.options.precision, self.device, backend=self.backend)
+        self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.preprocessing = model.preprocessing
         #: the checkpoint's contract as the one crop -> resize -> tensor path (shared with training and evaluation)
         self.preprocessor = FacePreprocessor(spec=model.preprocessing)
@@ -214,9 +280,8 @@ class Detector:
             "checkpoint_sha256": info.sha256 if info is not None else None,
             "weights_tag": weights_tag,
             "calibration": {"method": self.calibration.method, "temperature": self.calibration.temperature},
+            "runtime": {"backend": self.backend, "device": str(self.device), "precision": self.precision},
         }
-        #: "torch", or "onnxruntime" for an exported model (:class:`cevit.models.onnx.OnnxRuntimeModel`)
-        self.backend = getattr(model, "backend", "torch")
         if isinstance(model, torch.nn.Module):
             self.model = optimize_for_inference(model.eval(), inplace=owns_model).to(self.device)
         else:  # a ready-made scorer: preprocessed batch (N, 3, S, S) -> logits (N, 1)
@@ -230,11 +295,25 @@ class Detector:
     # -- model --------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def score_faces(self, faces: list[np.ndarray]) -> list[float]:
-        """P(fake) for resized face crops (S, S, 3) uint8 RGB, in batches of ``options.batch_size``."""
+        """P(fake) for resized face crops (S, S, 3) uint8 RGB, in batches of ``options.batch_size``.
+
+        The torch backend copies each batch to the device as uint8 (pinned memory on CUDA) and converts it there;
+        with :attr:`precision` bf16/fp16 the model runs under autocast and its logits are taken back as float32.
+        """
         scores: list[float] = []
+        amp = _AMP_DTYPES.get(self.precision)
         for start in range(0, len(faces), self.options.batch_size):
-            x = self.preprocessor.to_tensor(faces[start : start + self.options.batch_size]).to(self.device)
-            logits = self.model(x).float()
+            batch = faces[start : start + self.options.batch_size]
+            if self.backend == "torch":
+                x = self.preprocessor.to_tensor(batch, device=self.device)
+            else:  # ONNX Runtime takes the CPU tensor (its session moves it to its provider)
+                x = self.preprocessor.to_tensor(batch).to(self.device)
+            if amp is None:
+                logits = self.model(x).float()
+            else:
+                with torch.autocast(device_type=self.device.type, dtype=amp):
+                    logits = self.model(x)
+                logits = logits.float()
             if self.calibration.temperature != 1.0:
                 logits = logits / self.calibration.temperature
             scores.extend(torch.sigmoid(logits).squeeze(1).tolist())
@@ -609,7 +688,8 @@ def weights_identity(model: Any, resolved: ResolvedWeights) -> tuple[InferenceCo
 
 def load_model(
     name: str | None = None, *, weights: str | Path | None = None, device: str = "auto", num_frames: int = 30,
-    rule: str | None = None, threshold: float | None = None, backend: str | None = None, **options: Any,
+    rule: str | None = None, threshold: float | None = None, backend: str | None = None, precision: str = "auto",
+    **options: Any,
 ) -> Detector:  # fmt: skip
     """Load a detector: registered weights ``name`` (``architecture.tag``; default: the bundled default weights),
     or the file ``weights`` (a cevit checkpoint, the authors' ``.pth``, or an ONNX model from ``cevit export onnx``).
@@ -618,6 +698,10 @@ def load_model(
     detection stays in torch). Default: ``"onnxruntime"`` for an ``.onnx`` file, else ``"torch"``. Torch weights
     with ``backend="onnxruntime"`` are exported to ONNX on first use and the export is cached (:mod:`cevit.cache`;
     seconds to a minute the first time, under a second after). Both backends give the same scores (≤ 1e-4, tested).
+
+    ``precision`` (:data:`PRECISIONS`): ``auto`` (default: bf16 autocast on a CUDA GPU with native bf16, fp16 on an
+    older one, fp32 on the CPU), ``fp32``, ``bf16`` or ``fp16``; the onnxruntime backend runs fp32 only (ConfigError
+    for bf16/fp16). Checked before any weights are read.
 
     How the weights are used (aggregation rule and thresholds, face-detector settings, calibration) comes from
     the checkpoint's own inference config, else from the registered weights ``name`` or the tag registered for
@@ -637,6 +721,7 @@ def load_model(
         raise ConfigError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
     if onnx_file and backend != "onnxruntime":
         raise ConfigError(f"{weights}: an ONNX model runs with the onnxruntime backend, not {backend}")
+    resolve_precision(precision, resolve_device(device), backend=backend)  # a bad value fails before any loading
     resolved = resolve_weights(name, weights)
     path = resolved.path
     model: CrossEfficientViT | OnnxRuntimeModel
@@ -656,7 +741,8 @@ def load_model(
     detector_options.update(options)
     if backend == "onnxruntime" and not onnx_file:
         model = _onnx_model_of(model, device=_onnx_device(device))
-    return Detector(model=model, device=device, options=AnalyzeOptions(num_frames=num_frames, rule=agg, **detector_options),
+    return Detector(model=model, device=device,
+                    options=AnalyzeOptions(num_frames=num_frames, rule=agg, precision=precision, **detector_options),
                     name=resolved.display, checkpoint_path=path, weights_tag=weights_tag,
                     calibration=inference.calibration, owns_model=True)  # fmt: skip
 

@@ -31,7 +31,9 @@ of ``frame_predictions``, ``timestamp`` (s) and ``num_faces``.
 Added in 1.2 (additions only: a 1.1 reader keeps working): ``status`` — ``"ok"`` when at least one face was
 found, ``"no_face"`` when none was (the verdict is then the no-face rule's REAL 0.99, which is *not* a
 clearance: show "No face found"); videos: ``frames_failed`` (sampled frames that could not be decoded), when
-the pipeline reports it.
+the pipeline reports it. ``model.runtime`` {``backend`` ("torch"|"onnxruntime"), ``device`` ("cpu", "cuda:0",
+...), ``precision`` ("fp32"|"bf16"|"fp16": the model's arithmetic)}: how the scores were computed, when the
+detector reports it.
 
 Frames in which no face was found stay in ``frame_predictions`` with ``score: null`` and
 ``prediction: "NO_FACE"``; ``frames_analyzed`` counts every sampled frame, with or without faces. When no face

@@ -41,6 +41,7 @@ class DetectorSpec:
     rule: str | None = None
     threshold: float | None = None
     threads: int | None = None
+    precision: str = "auto"  #: the model's arithmetic (see :func:`cevit.inference.pipeline.resolve_precision`)
 
     def load(self) -> Detector:
         from cevit.inference.pipeline import load_model
@@ -50,14 +51,14 @@ class DetectorSpec:
 
             torch.set_num_threads(self.threads)
         return load_model(self.model, weights=self.weights, device=self.device, num_frames=self.num_frames,
-                          rule=self.rule, threshold=self.threshold)  # fmt: skip
+                          rule=self.rule, threshold=self.threshold, precision=self.precision)  # fmt: skip
 
     def check(self) -> None:
         """Load the detector once here, on the CPU, and drop it: a wrong ``weights`` / ``model`` fails with its
         CheckpointError / ModelError before any remote worker starts (a worker failing to load would be retried)."""
         import dataclasses
 
-        dataclasses.replace(self, device="cpu", threads=None).load()
+        dataclasses.replace(self, device="cpu", threads=None, precision="fp32").load()
 
 
 def model_tag(detector: Detector) -> tuple[str | None, str | None]:
