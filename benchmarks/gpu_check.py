@@ -501,7 +501,7 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     frames = 4 if args.tiny else 30
     workers = 1 if args.tiny else (args.workers or default_workers())
     window = 0.0 if args.tiny else args.seconds
-    det = load_model(device=args.device, num_frames=frames)
+    det = load_model(device=args.device, num_frames=frames, precision="auto")  # autocast on a GPU, fp32 on a CPU
     print(f"decoder {decoder}{' (cevit.media patched with OpenCV: no PyAV here)' if shim else ''}; device "
           f"{det.device}, model precision {det.precision}, {frames} frames per video, torch threads "
           f"{torch.get_num_threads()}, CPUs {os.cpu_count()}")  # fmt: skip

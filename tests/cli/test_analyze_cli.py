@@ -469,7 +469,7 @@ def test_precision_flag_reaches_the_library(capsys, monkeypatch, tmp_path):
     assert run(["analyze", str(SAMPLE_FACE), "--precision", "bf16"], capsys)[0] == 2
     assert run(["analyze", str(SAMPLE_FACE)], capsys)[0] == 2
     assert run(["evaluate", str(tmp_path), "--output", str(tmp_path / "o"), "--precision", "fp16"], capsys)[0] == 2
-    assert seen == ["bf16", "auto", "fp16"]
+    assert seen == ["bf16", "fp32", "fp16"]  # fp32 by default
     from cevit.cli.main import build_parser
     from cevit.scan import DetectorSpec
 

@@ -331,7 +331,7 @@ def test_precision_is_checked_and_resolved_per_device(monkeypatch):
     from cevit.errors import ConfigError
     from cevit.inference.pipeline import PRECISIONS, resolve_precision
 
-    assert PRECISIONS == ("auto", "fp32", "bf16", "fp16") and AnalyzeOptions().precision == "auto"
+    assert PRECISIONS == ("auto", "fp32", "bf16", "fp16") and AnalyzeOptions().precision == "fp32"
     for bad in ("int8", "FP32", "", None):
         with pytest.raises(ConfigError, match="precision"):
             AnalyzeOptions(precision=bad)

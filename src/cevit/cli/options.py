@@ -29,11 +29,11 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
     """``--precision``: the model's arithmetic (cevit.inference.pipeline.PRECISIONS; face detection stays fp32)."""
     p.add_argument(
         "--precision",
-        default="auto",
+        default="fp32",
         choices=("auto", "fp32", "bf16", "fp16"),
-        help="the model's arithmetic: auto (default: bf16 autocast on a CUDA GPU with bf16, else fp16 on CUDA; "
-        "fp32 on the CPU), fp32, bf16 or fp16 (autocast: face scores move by up to about 0.01 from fp32's); the "
-        "onnxruntime backend runs fp32 only",
+        help="the model's arithmetic: fp32 (default), auto (bf16 autocast on a CUDA GPU with bf16, else fp16 on "
+        "CUDA; fp32 on the CPU), bf16 or fp16 (autocast: faster on a GPU, face scores move by up to about 0.01 from "
+        "fp32's); the onnxruntime backend runs fp32 only",
     )
 
 

@@ -41,7 +41,7 @@ class DetectorSpec:
     rule: str | None = None
     threshold: float | None = None
     threads: int | None = None
-    precision: str = "auto"  #: the model's arithmetic (see :func:`cevit.inference.pipeline.resolve_precision`)
+    precision: str = "fp32"  #: the model's arithmetic (see :func:`cevit.inference.pipeline.resolve_precision`)
 
     def load(self) -> Detector:
         from cevit.inference.pipeline import load_model
