@@ -12,9 +12,9 @@ instead: N copies of the sample photo side by side (N faces per request).
 
 Reports: p50/p95/max latency of the successful requests, throughput, status counts, errors (anything other than
 200, apart from intended 503s), files left in the upload folder (during and after), the server's RSS
-before and after the load and its peak (Linux /proc), and its shared model thread's counters over the load
-(``GET /v1/health`` ``model_batches``: model calls per request, faces per call, most requests in one call).
-Exit status 1 when there were errors or files left.
+before and after the load and its peak, its CPU seconds per request (Linux /proc), and its shared model
+thread's counters over the load (``GET /v1/health`` ``model_batches``: model calls per request, faces per call,
+most requests in one call). Exit status 1 when there were errors or files left.
 """
 
 from __future__ import annotations
@@ -54,6 +54,16 @@ def _rss_mib(pid: int) -> dict[str, float | None]:
     except OSError:
         pass
     return out
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of ``pid`` so far, in seconds; None where /proc is missing. On a machine shared
+    with other jobs, the server's CPU seconds per request move much less than its requests per second."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def _random_checkpoint(folder: Path) -> Path:
@@ -192,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             httpx.post(base + "/v1/analyze", files={"file": (args.file.name, data)}, timeout=120)  # warm-up
             before = _rss_mib(server.pid)
             batches_before = _batches(base)
+            cpu_before = _cpu_seconds(server.pid)
             result = asyncio.run(_load(base, data, args.file.name, args, uploads))
+            cpu_after = _cpu_seconds(server.pid)
             after = _rss_mib(server.pid)
             batches_after = _batches(base)
             left_after_load = sorted(p.name for p in uploads.iterdir())
@@ -221,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency_s": None if not lat else {"p50": round(_percentile(lat, 50), 3), "p95": round(_percentile(lat, 95), 3),
                                            "mean": round(statistics.fmean(lat), 3), "max": round(max(lat), 3)},
         "throughput_rps": round(ok / result["wall"], 2) if result["wall"] else None,
+        "server_cpu_s_per_request": None if cpu_before is None or cpu_after is None or not ok
+        else round((cpu_after - cpu_before) / ok, 3),
         "wall_s": round(result["wall"], 1),
         "upload_files_max_during": result["max_files_during"],
         "upload_files_left": len(left_after_load) + len(left_after_exit),
