@@ -1,17 +1,20 @@
 """Benchmark: a bounded load test of ``cevit serve`` on loopback (prints numbers; not a test).
 
     python benchmarks/load.py [--weights CKPT] [--requests 200] [--concurrency 8] [--max-seconds 300]
-                              [--workers 1] [--queue-size 8] [--file IMAGE_OR_VIDEO] [--json OUT]
+                              [--workers 1] [--queue-size 8] [--file IMAGE_OR_VIDEO | --tile N] [--json OUT]
 
 Starts the server itself as a subprocess (``python -m cevit.cli.serve``) on a free 127.0.0.1 port with its own
 upload folder. Without --weights it first writes a cross_efficient_vit_v1 checkpoint with random weights to a
 temporary folder (speed does not depend on the weight values; the verdicts are meaningless). Then it sends
 ``--requests`` uploads of ``--file`` (default: the shipped sample photo) from ``--concurrency`` concurrent
-clients, and stops starting new requests after ``--max-seconds``.
+clients, and stops starting new requests after ``--max-seconds``. ``--tile N`` uploads a photo generated here
+instead: N copies of the sample photo side by side (N faces per request).
 
 Reports: p50/p95/max latency of the successful requests, throughput, status counts, errors (anything other than
-200, apart from intended 503s), files left in the upload folder (during and after), and the server's RSS
-before and after the load and its peak (Linux /proc). Exit status 1 when there were errors or files left.
+200, apart from intended 503s), files left in the upload folder (during and after), the server's RSS
+before and after the load and its peak, its CPU seconds per request (Linux /proc), and its shared model
+thread's counters over the load (``GET /v1/health`` ``model_batches``: model calls per request, faces per call,
+most requests in one call). Exit status 1 when there were errors or files left.
 """
 
 from __future__ import annotations
@@ -53,6 +56,16 @@ def _rss_mib(pid: int) -> dict[str, float | None]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of ``pid`` so far, in seconds; None where /proc is missing. On a machine shared
+    with other jobs, the server's CPU seconds per request move much less than its requests per second."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def _random_checkpoint(folder: Path) -> Path:
     import torch
 
@@ -63,6 +76,26 @@ def _random_checkpoint(folder: Path) -> Path:
     path = folder / "random-v1.safetensors"
     save_checkpoint(create_model("cross_efficient_vit_v1"), path, note="random weights: load test only")
     return path
+
+
+def _tiled_sample(n: int) -> bytes:
+    """A JPEG of ``n`` copies of the sample photo side by side."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    face = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    buf = io.BytesIO()
+    Image.fromarray(np.concatenate([face] * n, axis=1)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _batches(base: str) -> dict | None:
+    """The server's shared model thread counters (None when it has none)."""
+    import httpx
+
+    return httpx.get(base + "/v1/health", timeout=30).json().get("model_batches")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -116,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", help="checkpoint to serve (default: a random-weight V1 made here)")
     p.add_argument("--file", type=Path, default=SAMPLE, help="image or video to upload (default: astronaut.jpg)")
+    p.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="upload a generated photo instead: N copies of the sample side by side (N faces)")  # fmt: skip
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--max-seconds", type=float, default=300, help="start no new request after this (default: 300)")
@@ -130,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         import cevit  # noqa: F401
     except ImportError:  # running from a checkout without installing
         sys.path.insert(0, str(ROOT / "src"))
-    data = args.file.read_bytes()
+    data = args.file.read_bytes() if args.tile is None else _tiled_sample(args.tile)
+    if args.tile is not None:
+        args.file = Path(f"tiled-{args.tile}.jpg")
     with tempfile.TemporaryDirectory(prefix="cevit-load-") as tmp:
         tmp_path = Path(tmp)
         weights = Path(args.weights) if args.weights else _random_checkpoint(tmp_path)
@@ -164,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             startup_s = time.monotonic() - t0
             httpx.post(base + "/v1/analyze", files={"file": (args.file.name, data)}, timeout=120)  # warm-up
             before = _rss_mib(server.pid)
+            batches_before = _batches(base)
+            cpu_before = _cpu_seconds(server.pid)
             result = asyncio.run(_load(base, data, args.file.name, args, uploads))
+            cpu_after = _cpu_seconds(server.pid)
             after = _rss_mib(server.pid)
+            batches_after = _batches(base)
             left_after_load = sorted(p.name for p in uploads.iterdir())
         finally:
             server.send_signal(signal.SIGINT)
@@ -192,11 +233,23 @@ def main(argv: list[str] | None = None) -> int:
         "latency_s": None if not lat else {"p50": round(_percentile(lat, 50), 3), "p95": round(_percentile(lat, 95), 3),
                                            "mean": round(statistics.fmean(lat), 3), "max": round(max(lat), 3)},
         "throughput_rps": round(ok / result["wall"], 2) if result["wall"] else None,
+        "server_cpu_s_per_request": None if cpu_before is None or cpu_after is None or not ok
+        else round((cpu_after - cpu_before) / ok, 3),
         "wall_s": round(result["wall"], 1),
         "upload_files_max_during": result["max_files_during"],
         "upload_files_left": len(left_after_load) + len(left_after_exit),
         "server_rss_mib": {"before": before["rss"], "after": after["rss"], "peak": after["peak"]},
+        "model_batches": None,
     }  # fmt: skip
+    if batches_before is not None and batches_after is not None:  # a server with a shared model thread
+        calls = batches_after["model_calls"] - batches_before["model_calls"]
+        faces = batches_after["faces_scored"] - batches_before["faces_scored"]
+        summary["model_batches"] = {
+            "model_calls": calls, "faces": faces, "torch_threads": batches_after.get("torch_threads"),
+            "model_calls_per_request": round(calls / ok, 3) if ok else None,
+            "faces_per_call": round(faces / calls, 2) if calls else None,
+            "max_requests_per_call": batches_after["max_items_per_call"],
+        }  # fmt: skip
     print(json.dumps(summary, indent=2))
     for failure in result["failures"][:10]:
         print("error:", failure, file=sys.stderr)

@@ -588,3 +588,198 @@ def test_serve_command(tiny_checkpoint, tmp_path, monkeypatch, restore_logging):
         args = _serve_args(["--weights", str(tmp_path / "missing.safetensors")])
         args.func(args)
     assert serve.main(["--weights", str(tmp_path / "missing.safetensors")]) == 3  # like `cevit analyze`
+
+
+# -- shared model batches ----------------------------------------------------------------------------------------
+def _jpeg(image) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _resized(face_rgb, size: int):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(face_rgb).resize((size, size)))
+
+
+class ScoreRecorder:
+    """Wraps a detector's ``score_faces``: records each call's face count; the first call waits for ``gate``;
+    a call with a grayscale crop (R = G = B) raises ``ValueError``."""
+
+    def __init__(self, original) -> None:
+        self.original = original
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+
+    def __call__(self, crops):
+        import numpy as np
+
+        self.calls.append(len(crops))
+        if len(self.calls) == 1:
+            assert self.gate.wait(120), "the test never opened the gate"
+        if any(np.array_equal(c[..., 0], c[..., 1]) and np.array_equal(c[..., 1], c[..., 2]) for c in crops):
+            raise ValueError("the model failed on a grayscale face")
+        return self.original(crops)
+
+
+def _comparable(report: dict) -> dict:
+    """The parts of a report that must not depend on how the faces were batched (scores compared to 1e-5)."""
+    return {"prediction": report["prediction"], "status": report["status"], "score": report["score"],
+            "boxes": [f["box"] for f in report["faces"]], "scores": [f["score"] for f in report["faces"]]}  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_share_model_calls_and_get_their_own_reports(detector, face_rgb, tmp_path,
+                                                                               monkeypatch):  # fmt: skip
+    """Four requests: the first one's model call is held until the other three have handed their faces over; those
+    three then share one call. Every report equals the report of the same photo analysed alone."""
+    photos = {f"face{size}.jpg": _jpeg(_resized(face_rgb, size)) for size in (512, 300, 420)}
+    photos["mirrored.jpg"] = _jpeg(face_rgb[:, ::-1].copy())
+    alone = {}
+    for name, data in photos.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        alone[name] = _comparable(detector.analyze(media_path=path))
+    recorder = ScoreRecorder(detector.score_faces)
+    monkeypatch.setattr(detector, "score_faces", recorder)
+    app = create_app(detector=detector, tmp_dir=tmp_path / "uploads", workers=4)
+    async with running(app) as client:
+        scorer = app.state.cevit.scorer
+        try:
+            tasks = {}
+            for name, data in photos.items():
+                tasks[name] = asyncio.create_task(client.post("/v1/analyze", files=files(name, data)))
+                if len(tasks) == 1:  # the first request's call is held before the others start
+                    await wait_until(lambda: len(recorder.calls) == 1)
+            await wait_until(lambda: scorer.pending == 3)
+        finally:
+            recorder.gate.set()
+        responses = {name: await task for name, task in tasks.items()}
+        health = (await client.get("/v1/health")).json()
+    assert recorder.calls == [1, 3]  # 2 model calls for 4 requests
+    batches = health["model_batches"]
+    assert (batches["model_calls"], batches["faces_scored"], batches["max_items_per_call"]) == (2, 4, 3)
+    for name, r in responses.items():
+        assert r.status_code == 200, r.text
+        got, want = _comparable(r.json()), alone[name]
+        assert got["scores"] == pytest.approx(want.pop("scores"), abs=1e-5)
+        assert got.pop("score") == pytest.approx(want.pop("score"), abs=1e-5)
+        got.pop("scores")
+        assert got == want
+    assert_empty(tmp_path / "uploads")
+
+
+@pytest.mark.anyio
+async def test_a_request_that_makes_the_model_fail_does_not_fail_a_concurrent_one(detector, face_rgb, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    """A grayscale photo whose face makes the model raise shares a call with a good photo: the shared call fails,
+    is redone request by request, and only the grayscale request gets its error (500, as any internal error)."""
+    import numpy as np
+
+    gray = np.repeat(np.asarray(face_rgb).mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    recorder = ScoreRecorder(detector.score_faces)
+    monkeypatch.setattr(detector, "score_faces", recorder)
+    app = create_app(detector=detector, tmp_dir=tmp_path / "uploads", workers=3)
+    async with running(app) as client:
+        scorer = app.state.cevit.scorer
+        try:
+            opener = asyncio.create_task(client.post("/v1/analyze", files=files("opener.jpg")))
+            await wait_until(lambda: len(recorder.calls) == 1)  # held: the next two requests wait together
+            good = asyncio.create_task(
+                client.post("/v1/analyze", files=files("good.jpg", _jpeg(_resized(face_rgb, 420))))
+            )
+            bad = asyncio.create_task(client.post("/v1/analyze", files=files("gray.jpg", _jpeg(gray))))
+            await wait_until(lambda: scorer.pending == 2)
+        finally:
+            recorder.gate.set()
+        opener, good, bad = await opener, await good, await bad
+        health = (await client.get("/v1/health")).json()["model_batches"]
+    assert opener.status_code == 200 and good.status_code == 200, (opener.text, good.text)
+    assert good.json()["faces"] and good.json()["status"] == "ok"
+    assert bad.status_code == 500 and bad.json()["error_type"] == "InternalError", bad.text
+    assert "gray.jpg" in bad.json()["error"] and "ValueError" in bad.json()["error"]
+    assert recorder.calls == [1, 2, 1, 1]  # the opener; the shared call that failed; each request alone
+    assert health["model_calls"] == 2 and health["failed_calls"] == 2
+    assert_empty(tmp_path / "uploads")
+
+
+@pytest.mark.anyio
+async def test_shutdown_with_requests_in_flight_finishes_them_and_stops_the_model_thread(detector, face_rgb,
+                                                                                        tmp_path, monkeypatch):  # fmt: skip
+    from contextlib import AsyncExitStack
+
+    recorder = ScoreRecorder(detector.score_faces)
+    monkeypatch.setattr(detector, "score_faces", recorder)
+    uploads = tmp_path / "uploads"
+    app = create_app(detector=detector, workers=2)  # a private upload folder, removed at shutdown
+    async with AsyncExitStack() as outer:
+        client = await outer.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=120)
+        )
+        lifespan = AsyncExitStack()
+        await lifespan.enter_async_context(app.router.lifespan_context(app))
+        svc = app.state.cevit
+        scorer, uploads = svc.scorer, svc.tmp_dir
+        shutting_down = threading.Event()
+        pool_shutdown = svc.pool.shutdown
+
+        def shutdown() -> None:
+            shutting_down.set()
+            pool_shutdown()
+
+        svc.pool.shutdown = shutdown
+        try:
+            tasks = [asyncio.create_task(client.post("/v1/analyze", files=files("a.jpg")))]
+            await wait_until(lambda: len(recorder.calls) == 1)  # held in the model thread
+            tasks.append(
+                asyncio.create_task(client.post("/v1/analyze", files=files("b.jpg", _jpeg(_resized(face_rgb, 420)))))
+            )
+            await wait_until(lambda: scorer.pending == 1)  # waiting for the model thread
+            stopping = asyncio.create_task(lifespan.aclose())
+            await wait_until(shutting_down.is_set)
+        finally:
+            recorder.gate.set()
+        responses = await asyncio.gather(*tasks)
+        await asyncio.wait_for(stopping, 120)
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    assert recorder.calls == [1, 1] and not scorer.thread.is_alive() and not scorer.running
+    assert not uploads.exists()
+    with pytest.raises(ModelError, match="closed"):
+        scorer.submit([face_rgb])
+
+
+@pytest.mark.anyio
+async def test_explained_request_runs_its_gradients_with_the_model_to_itself(detector, tmp_path, monkeypatch):
+    import cevit.explain.maps as maps
+
+    held = []
+    original = maps.face_heatmaps
+
+    def face_heatmaps(*args, **kwargs):
+        held.append(app.state.cevit.scorer.exclusive().locked())  # the model thread cannot start a call now
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(maps, "face_heatmaps", face_heatmaps)
+    app = create_app(detector=detector, tmp_dir=tmp_path / "uploads", workers=2)
+    async with running(app) as client:
+        r = await client.post("/v1/analyze", files=files(), data={"explain": "attention"})
+        calls = app.state.cevit.scorer.stats.model_calls
+    assert r.status_code == 200, r.text
+    assert held == [True] and r.json()["explanations"]["method"] == "attention"
+    assert calls == 1  # its scores came from the shared model thread
+    assert not app.state.cevit.scorer.exclusive().locked()
+
+
+@pytest.mark.anyio
+async def test_a_detector_that_is_not_the_librarys_gets_no_shared_model_thread(tmp_path):
+    fake = FakeDetector()
+    app = create_app(detector=fake, tmp_dir=tmp_path, workers=2)
+    async with running(app) as client:
+        r = await client.post("/v1/analyze", files=files())
+        health = (await client.get("/v1/health")).json()
+    assert r.status_code == 200 and len(fake.calls) == 1
+    assert health["model_batches"] is None and app.state.cevit.scorer is None

@@ -271,3 +271,173 @@ def test_torch_threads_setting_is_restored(detector, media):
     before = torch.get_num_threads()
     list(detector.analyze_many(media["faces"], workers=1))
     assert torch.get_num_threads() == before
+
+
+# -- SharedScorer: the model thread for a long-lived owner (cevit serve) -----------------------------------------
+def _crop(value: int) -> np.ndarray:
+    return np.full((4, 4, 3), value, np.uint8)
+
+
+def _first_pixel(crops):
+    return [float(c[0, 0, 0]) for c in crops]
+
+
+def test_shared_scorer_scores_the_waiting_items_together_and_isolates_a_failing_one():
+    from cevit.inference.batch import SharedScorer
+
+    gate = threading.Event()
+    calls = []
+
+    def score(crops):
+        calls.append(len(crops))
+        if len(calls) == 1:
+            assert gate.wait(DEADLINE)
+        if any(c[0, 0, 0] == 255 for c in crops):
+            raise ValueError("poisoned crop")
+        return _first_pixel(crops)
+
+    scorer = SharedScorer(score=score, max_faces=32, threads=1)
+    results: dict[str, object] = {}
+
+    def submit(name, crops):
+        try:
+            results[name] = scorer.submit(crops)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results[name] = exc
+
+    with scorer:
+        first = threading.Thread(target=submit, args=("first", [_crop(7)]))
+        first.start()
+        _wait_until(lambda: len(calls) == 1, "the first call is held")
+        others = [threading.Thread(target=submit, args=(n, c))
+                  for n, c in (("a", [_crop(1), _crop(2)]), ("poison", [_crop(255)]), ("b", [_crop(3)]))]  # fmt: skip
+        for t in others:
+            t.start()
+        _wait_until(lambda: scorer.pending == 3, "three items waiting")
+        gate.set()
+        for t in [first, *others]:
+            t.join(DEADLINE)
+        assert scorer.submit([]) == []
+    assert results["first"] == [7.0] and results["a"] == [1.0, 2.0] and results["b"] == [3.0]
+    assert isinstance(results["poison"], ValueError)
+    assert calls[:2] == [1, 4] and sorted(calls[2:]) == [1, 1, 2]  # the shared call failed: each item alone
+    s = scorer.stats
+    assert (s.model_calls, s.faces_scored, s.failed_calls, s.max_items_per_call, s.max_faces_per_call) == (
+        3,
+        4,
+        2,
+        1,
+        2,
+    )
+
+
+def test_shared_scorer_close_releases_waiters_and_is_idempotent():
+    from cevit.errors import ModelError
+    from cevit.inference.batch import SharedScorer
+
+    gate = threading.Event()
+    calls = []
+
+    def score(crops):
+        calls.append(len(crops))
+        assert gate.wait(DEADLINE)
+        return _first_pixel(crops)
+
+    scorer = SharedScorer(score=score, max_faces=8)
+    with pytest.raises(ModelError):  # not started yet
+        scorer.submit([_crop(1)])
+    assert scorer.start() is scorer and scorer.start() is scorer and scorer.running
+    errors = []
+
+    def submit() -> None:
+        try:
+            scorer.submit([_crop(1)])
+        except ModelError as exc:
+            errors.append(exc)
+
+    waiters = [threading.Thread(target=submit) for _ in range(2)]  # one in the held call, one waiting behind it
+    waiters[0].start()
+    _wait_until(lambda: len(calls) == 1, "a call in progress")
+    waiters[1].start()
+    _wait_until(lambda: scorer.pending == 1, "a request waiting")
+    closer = threading.Thread(target=scorer.close)
+    closer.start()
+    _wait_until(lambda: len(errors) == 2, "both waiters released with an error")
+    gate.set()  # the call in progress ends; close() then returns
+    closer.join(DEADLINE)
+    for t in waiters:
+        t.join(DEADLINE)
+    assert calls == [1]  # the waiting request never reached the model
+    assert not scorer.thread.is_alive() and not scorer.running
+    assert scorer.close() is True and scorer.start() is scorer and not scorer.thread.is_alive()
+    with pytest.raises(ModelError, match="closed"):
+        scorer.submit([_crop(1)])
+    assert SharedScorer(score=_first_pixel, max_faces=1).close() is True  # never started
+
+
+def test_use_installs_the_scorer_for_the_calling_thread_only_and_restores_the_previous_one():
+    from contextlib import nullcontext
+
+    from cevit.inference.batch import SharedScorer, item_scorer, model_guard
+
+    handovers = []
+    with SharedScorer(score=_first_pixel, max_faces=4) as outer, SharedScorer(score=_first_pixel, max_faces=4) as inner:
+        assert item_scorer() is None and isinstance(model_guard(), nullcontext)
+        with outer.use():
+            with inner.use(on_handover=lambda: handovers.append(1)):
+                assert item_scorer()([_crop(5)]) == [5.0] and item_scorer()([]) == []
+                assert model_guard() is inner.exclusive()
+                seen = []
+                other = threading.Thread(target=lambda: seen.append(item_scorer()))
+                other.start()
+                other.join(DEADLINE)
+                assert seen == [None]  # thread-local
+            assert model_guard() is outer.exclusive()
+        assert item_scorer() is None
+    assert handovers == [1, 1] and inner.stats.model_calls == 1
+
+
+def test_shared_scorer_for_a_detector_and_the_service_threads(detector):
+    from cevit.inference.batch import serving_threads, shared_scorer_for, torch_threads
+
+    assert shared_scorer_for(object(), workers=2) is None
+    scorer = shared_scorer_for(detector, workers=3)
+    assert scorer is not None and scorer.threads == max(1, torch_threads() // 4)
+    assert serving_threads(1) == torch_threads()  # one worker never computes while its faces are scored
+    with scorer:
+        assert scorer.submit([np.zeros((96, 96, 3), np.uint8)] * 2) == pytest.approx(
+            detector.score_faces([np.zeros((96, 96, 3), np.uint8)] * 2), abs=1e-6
+        )
+    with pytest.raises(ConfigError, match="max_faces"):
+        type(scorer)(score=_first_pixel, max_faces=0)
+
+
+def test_an_item_with_more_faces_than_a_call_takes_turns_with_the_others():
+    """Five faces with max_faces=2 go in parts of 2, 2 and 1, in order; a small item that arrives while the first
+    part is scored is not kept waiting for the rest."""
+    from cevit.inference.batch import SharedScorer
+
+    gate = threading.Event()
+    calls = []
+
+    def score(crops):
+        calls.append(_first_pixel(crops))
+        if len(calls) == 1:
+            assert gate.wait(DEADLINE)
+        return _first_pixel(crops)
+
+    results = {}
+    with SharedScorer(score=score, max_faces=2) as scorer:
+        big = threading.Thread(target=lambda: results.update(big=scorer.submit([_crop(v) for v in range(1, 6)])))
+        big.start()
+        _wait_until(lambda: len(calls) == 1, "the first part in the model")
+        small = threading.Thread(target=lambda: results.update(small=scorer.submit([_crop(9)])))
+        small.start()
+        _wait_until(lambda: scorer.pending == 1, "the small item waiting")
+        gate.set()
+        for t in (big, small):
+            t.join(DEADLINE)
+    assert results == {"big": [1.0, 2.0, 3.0, 4.0, 5.0], "small": [9.0]}
+    # the small item went in right after the first part (alone, or with the second part if that was queued by then)
+    assert calls[0] == [1.0, 2.0] and [v for c in calls for v in c] == [1.0, 2.0, 9.0, 3.0, 4.0, 5.0]
+    assert calls[-1] == [5.0]

@@ -8,7 +8,9 @@ Endpoints
     report of ``cevit analyze`` / :meth:`cevit.Detector.analyze`, except that ``source`` is the file name the
     client sent.
 ``GET /v1/health``
-    liveness, whether the model is loaded, limits, queue state; never needs the API key.
+    liveness, whether the model is loaded, limits, queue state, the shared model thread's counters
+    (``model_batches``: model calls, faces, most requests and faces in one call; null for a detector that is not
+    the library's); never needs the API key.
 ``GET /v1/models``
     the loaded model: name, preset, checkpoint SHA-256, preprocessing contract, analysis defaults.
 ``GET /openapi.json``, ``GET /docs``
@@ -39,6 +41,15 @@ Design (one module per concern)
   analysis times). Inference runs in a ``ThreadPoolExecutor`` with ``workers`` threads; the event loop only
   awaits it (file writes and content sniffing also run in threads). A request whose client disconnects
   while still queued is taken off the queue.
+* shared model batches (:class:`cevit.inference.batch.SharedScorer`): with the library's detector, the app owns
+  one model thread from start-up to shutdown; each worker decodes and detects its request and hands the face
+  crops to it, and it scores the faces of every request waiting at that moment in one call (up to the detector's
+  ``batch_size`` faces), so concurrent requests share model calls. A failed shared call is redone request by
+  request (one request's faces never fail another's). Explained requests score the same way; their gradient
+  passes run in their worker while holding the model (no shared call runs meanwhile). torch threads: each
+  worker and the model thread get ``threads // (workers + 1)`` (at least 1; all of them with one worker, which
+  waits while its faces are scored), as in the pipelined batch, so they share the cores instead of
+  oversubscribing them. ``GET /v1/health`` shows the model thread's counters (``model_batches``).
 * :mod:`cevit.api.middleware`: request ids and security headers; one JSON line per request on the
   ``cevit.api.access`` logger (request id, method, path, status, duration, upload size, verdict);
   :class:`~cevit.api.logging.JsonLogFormatter` formats any record as one JSON object.
@@ -70,6 +81,7 @@ from cevit.api.middleware import RequestContextMiddleware
 from cevit.api.pool import DEFAULT_QUEUE_SIZE, InferencePool
 from cevit.api.routes import STATIC_DIR, Service, add_routes
 from cevit.api.uploads import DEFAULT_MAX_TEMP_BYTES, DEFAULT_MAX_UPLOAD_BYTES, MAX_FRAMES, UploadTimeouts
+from cevit.inference.batch import set_torch_threads, shared_scorer_for, torch_threads
 from cevit.inference.protocol import DetectorProtocol
 
 __all__ = [
@@ -150,14 +162,29 @@ def create_app(
         else:
             service.tmp_dir = service.configured_tmp_dir
             service.tmp_dir.mkdir(parents=True, exist_ok=True)
-        service.pool = InferencePool(workers=workers, queue_size=queue_size)
+        # One model thread for the app's lifetime: the pool workers decode and detect, and hand their faces to it,
+        # so the faces of concurrent requests share model calls (None for a detector that is not the library's).
+        scorer = service.scorer = shared_scorer_for(service.detector, workers=workers)
+        thread_setup, restore_threads = None, None
+        if scorer is not None:
+            restore_threads = torch_threads()
+            thread_setup = partial(set_torch_threads, scorer.threads)
+        service.pool = InferencePool(workers=workers, queue_size=queue_size, thread_setup=thread_setup)
         log.info("service ready", extra={"fields": {"event": "startup", "model": service.model_description()["name"],
                                                      "workers": workers, "queue_size": queue_size,
+                                                     "shared_model_batches": scorer is not None,
+                                                     "torch_threads": None if scorer is None else scorer.threads,
                                                      "tmp_dir": str(service.tmp_dir)}})  # fmt: skip
         try:
+            if scorer is not None:
+                scorer.start()
             yield
         finally:
+            # the pool first: its running analyses finish (they need the model thread), queued ones are cancelled
             await anyio.to_thread.run_sync(service.pool.shutdown)
+            if scorer is not None:
+                await anyio.to_thread.run_sync(scorer.close)
+                set_torch_threads(restore_threads)  # the stage threads changed torch's process-wide setting
             if created:
                 shutil.rmtree(service.tmp_dir, ignore_errors=True)
 

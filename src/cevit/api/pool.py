@@ -34,12 +34,14 @@ class Slot:
 
 
 class InferencePool:
-    """``workers`` inference threads and at most ``queue_size`` further admitted requests."""
+    """``workers`` inference threads and at most ``queue_size`` further admitted requests; ``thread_setup`` runs
+    once in each inference thread when it starts (the service sets the thread's torch threads there)."""
 
-    def __init__(self, *, workers: int, queue_size: int) -> None:
+    def __init__(self, *, workers: int, queue_size: int, thread_setup: Callable[[], None] | None = None) -> None:
         self.workers = workers
         self.capacity = workers + queue_size
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cevit-infer")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cevit-infer",
+                                            initializer=thread_setup)  # fmt: skip
         self._lock = threading.Lock()
         self._in_flight = 0
         self._avg_seconds = 2.0  # running estimate of one analysis, for Retry-After

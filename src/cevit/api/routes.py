@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import asdict, is_dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -41,6 +41,9 @@ from cevit.api.uploads import (
 from cevit.errors import CevitError, MediaError, MediaTooLargeError, UnsupportedMediaError
 from cevit.inference.protocol import DetectorProtocol
 from cevit.inference.results import AnalysisError
+
+if TYPE_CHECKING:
+    from cevit.inference.batch import SharedScorer
 
 __all__ = ["STATIC_DIR", "Service", "add_routes", "ANALYZE_BODY", "error_responses"]
 
@@ -69,6 +72,18 @@ class Service:
         self.configured_tmp_dir = None if tmp_dir is None else Path(tmp_dir)
         self.tmp_dir: Path | None = None
         self.pool: InferencePool | None = None
+        #: the model thread shared by the workers (set at start-up; None for a detector that is not the library's)
+        self.scorer: SharedScorer | None = None
+
+    def model_batches(self) -> dict[str, Any] | None:
+        """The shared model thread's counters, or None without one."""
+        scorer = self.scorer
+        if scorer is None:
+            return None
+        s = scorer.stats
+        return {"model_calls": s.model_calls, "faces_scored": s.faces_scored,
+                "max_items_per_call": s.max_items_per_call, "max_faces_per_call": s.max_faces_per_call,
+                "failed_calls": s.failed_calls, "waiting": scorer.pending, "torch_threads": scorer.threads}  # fmt: skip
 
     def model_description(self) -> dict[str, Any]:
         detector = self.detector
@@ -148,6 +163,12 @@ def _explained_report(
     return {**result.to_dict(), "explanations": inline_explanations(result)}
 
 
+def _with_scorer(scorer: SharedScorer, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` (in a worker) with ``scorer`` as the thread's item scorer: its faces go to the shared model."""
+    with scorer.use():
+        return fn()
+
+
 def _discard(path: Path, space: TempSpace, charged: int) -> None:
     """Delete an upload's temporary file and give its bytes back to the temporary space."""
     unlink_quietly(path)
@@ -214,6 +235,7 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
             "workers": svc.workers,
             "queue_capacity": None if pool is None else pool.capacity,
             "in_flight": None if pool is None else pool.in_flight,
+            "model_batches": svc.model_batches(),
         }
 
     @app.get("/v1/models", tags=["service"], summary="The loaded model", dependencies=auth,
@@ -267,6 +289,8 @@ def add_routes(app: FastAPI, *, auth: Sequence[Depends]) -> None:
             else:
                 analyze_fn = partial(_explained_report, svc.detector, path, num_frames=frames, threshold=threshold,
                                      method=explain)  # fmt: skip
+            if svc.scorer is not None:
+                analyze_fn = partial(_with_scorer, svc.scorer, analyze_fn)
             try:
                 job = svc.pool.submit(slot, analyze_fn, cleanup=partial(_discard, path, svc.temp_space, charged))
             except RuntimeError:

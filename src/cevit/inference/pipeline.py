@@ -322,8 +322,9 @@ class Detector:
         return scores
 
     def _score_item(self, crops: list[np.ndarray]) -> list[float]:
-        """An item's face scores: :meth:`score_faces`, or inside a pipelined batch (:mod:`cevit.inference.batch`)
-        the batch's model thread, which scores the faces of several items together."""
+        """An item's face scores: :meth:`score_faces`, or inside a pipelined batch or a service worker
+        (:class:`cevit.inference.batch.SharedScorer`) the shared model thread, which scores the faces of several
+        items together."""
         from cevit.inference.batch import item_scorer
 
         scorer = item_scorer()
@@ -373,10 +374,12 @@ class Detector:
         """``result`` with heat maps of its faces (``kept.crops`` are in the order of ``result.faces``) and the
         frame to annotate: the image, or the video frame of the highest face score."""
         from cevit.explain.maps import Explanations, FaceExplanation, face_heatmaps
+        from cevit.inference.batch import model_guard
 
         t0 = time.perf_counter()
-        maps = face_heatmaps(self.model, kept.crops, preprocessing=self.preprocessing, method=method,
-                             device=self.device)  # fmt: skip
+        with model_guard():  # inside a shared scorer's use(): no shared model call runs during the gradient passes
+            maps = face_heatmaps(self.model, kept.crops, preprocessing=self.preprocessing, method=method,
+                                 device=self.device)  # fmt: skip
         faces = tuple(
             FaceExplanation(frame_index=f.frame_index, face_index=f.face_index, score=f.score, heatmap=m, crop=c)
             for f, m, c in zip(result.faces, maps, kept.crops)
