@@ -336,19 +336,9 @@ class OpenCvVideo:
 
         self.cv2 = cv2
 
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
+    def installed(self) -> contextlib.AbstractContextManager[None]:
         """Patch ``cevit.media`` (the pipeline imports these names from it at call time) while inside."""
-        import cevit.media as media
-
-        saved = {k: getattr(media, k) for k in ("sniff_media_type", "probe_video", "sample_frames")}
-        media.sniff_media_type, media.probe_video, media.sample_frames = (self.sniff_media_type, self.probe_video,
-                                                                          self.sample_frames)  # fmt: skip
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                setattr(media, k, v)
+        return _media_functions(self.sniff_media_type, self.probe_video, self.sample_frames)
 
     def _open(self, path: str | os.PathLike[str]) -> Any:
         from cevit.errors import MediaError
@@ -416,20 +406,27 @@ class OpenCvVideo:
 
 
 @contextlib.contextmanager
-def _unpatched() -> Iterator[None]:
-    """cevit.media's own video functions inside an :meth:`OpenCvVideo.installed` block."""
+def _media_functions(sniff: Any, probe_video: Any, sample_frames: Any) -> Iterator[None]:
+    """``cevit.media``'s ``sniff_media_type``, ``probe_video`` and ``sample_frames`` replaced while inside."""
     import cevit.media as media
-    import cevit.media.probe as probe
-    import cevit.media.video as video
 
-    saved = {k: getattr(media, k) for k in ("sniff_media_type", "probe_video", "sample_frames")}
-    media.sniff_media_type, media.probe_video, media.sample_frames = (probe.sniff_media_type, video.probe_video,
-                                                                      video.sample_frames)  # fmt: skip
+    names = ("sniff_media_type", "probe_video", "sample_frames")
+    saved = {k: getattr(media, k) for k in names}
+    for k, fn in zip(names, (sniff, probe_video, sample_frames)):
+        setattr(media, k, fn)
     try:
         yield
     finally:
         for k, v in saved.items():
             setattr(media, k, v)
+
+
+def _unpatched() -> contextlib.AbstractContextManager[None]:
+    """cevit.media's own video functions inside an :meth:`OpenCvVideo.installed` block."""
+    import cevit.media.probe as probe
+    import cevit.media.video as video
+
+    return _media_functions(probe.sniff_media_type, video.probe_video, video.sample_frames)
 
 
 def generate_clip(path: Path, *, seconds: float, fps: int) -> bool:
