@@ -401,6 +401,7 @@ def test_shared_scorer_for_a_detector_and_the_service_threads(detector):
     from cevit.inference.batch import serving_threads, shared_scorer_for, torch_threads
 
     assert shared_scorer_for(object(), workers=2) is None
+    assert shared_scorer_for(detector, workers=1) is None  # one request at a time: nothing to share
     scorer = shared_scorer_for(detector, workers=3)
     assert scorer is not None and scorer.threads == max(1, torch_threads() // 4)
     assert serving_threads(1) == torch_threads()  # one worker never computes while its faces are scored

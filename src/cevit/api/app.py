@@ -41,15 +41,15 @@ Design (one module per concern)
   analysis times). Inference runs in a ``ThreadPoolExecutor`` with ``workers`` threads; the event loop only
   awaits it (file writes and content sniffing also run in threads). A request whose client disconnects
   while still queued is taken off the queue.
-* shared model batches (:class:`cevit.inference.batch.SharedScorer`): with the library's detector, the app owns
+* shared model batches (:class:`cevit.inference.batch.SharedScorer`): with the library's detector and two or more
+  workers (one worker has nobody to share with: it scores its own faces, measured faster), the app owns
   one model thread from start-up to shutdown; each worker decodes and detects its request and hands the face
   crops to it, and it scores the faces of every request waiting at that moment in one call (up to the detector's
   ``batch_size`` faces), so concurrent requests share model calls. A failed shared call is redone request by
   request (one request's faces never fail another's). Explained requests score the same way; their gradient
   passes run in their worker while holding the model (no shared call runs meanwhile). torch threads: each
-  worker and the model thread get ``threads // (workers + 1)`` (at least 1; all of them with one worker, which
-  waits while its faces are scored), as in the pipelined batch, so they share the cores instead of
-  oversubscribing them. ``GET /v1/health`` shows the model thread's counters (``model_batches``).
+  worker and the model thread get ``threads // (workers + 1)`` (at least 1), as in the pipelined batch, so they
+  share the cores instead of oversubscribing them. ``GET /v1/health`` shows the model thread's counters (``model_batches``).
 * :mod:`cevit.api.middleware`: request ids and security headers; one JSON line per request on the
   ``cevit.api.access`` logger (request id, method, path, status, duration, upload size, verdict);
   :class:`~cevit.api.logging.JsonLogFormatter` formats any record as one JSON object.

@@ -404,9 +404,11 @@ def shared_scorer_for(detector: object, *, workers: int, stats: ScorerStats | No
     ``detector``: it scores with ``detector.score_faces``, ``options.batch_size`` faces per call, its model thread
     with :func:`serving_threads` torch threads (``scorer.threads``; give the worker threads the same). None when
     ``detector`` is not a :class:`~cevit.inference.pipeline.Detector` (a fake, or another implementation of the
-    protocol: it scores its items itself)."""
+    protocol: it scores its items itself), and None for one worker: one request at a time has nobody to share a
+    model call with, and the hand-over to the model thread cost about 10 % of the throughput (``benchmarks/load.py
+    --workers 1``, bundled weights, idle 2-core machine: 5.0-5.1 against 5.5-5.9 requests/s without it)."""
     pipeline = sys.modules.get("cevit.inference.pipeline")  # never imported: no Detector exists (spares torch)
-    if pipeline is None or not isinstance(detector, pipeline.Detector):
+    if workers < 2 or pipeline is None or not isinstance(detector, pipeline.Detector):
         return None
     return SharedScorer(score=detector.score_faces, max_faces=detector.options.batch_size,
                         threads=serving_threads(workers), stats=stats)  # fmt: skip
