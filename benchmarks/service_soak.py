@@ -4,8 +4,8 @@
                                       [--workers 1] [--queue-size 8] [--json OUT]
 
 Starts the server as a subprocess (``python -m cevit.cli.serve``, 127.0.0.1, a free port, its own upload folder,
-``--max-upload-mb 1``; without --weights a random-weight V1 checkpoint is written first, as in
-``benchmarks/load.py``), then sends ``--requests`` requests from ``--concurrency`` clients, cycling through:
+``--max-upload-mb 1``; without --weights the bundled default weights, as in ``benchmarks/load.py``), then sends
+``--requests`` requests from ``--concurrency`` clients, cycling through:
 
 =============  =====  ==========================================================
 kind           share  expected status
@@ -43,7 +43,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import ROOT, SAMPLE, _free_port, _random_checkpoint  # noqa: E402
+from load import ROOT, SAMPLE, _free_port  # noqa: E402
 
 KINDS: tuple[tuple[str, int, int], ...] = (  # (kind, share in %, expected status)
     ("face", 10, 200), ("small", 35, 200), ("video", 5, 200), ("garbage", 15, 415), ("truncated", 10, 422),
@@ -153,7 +153,7 @@ async def _soak(base: str, kinds: list[str], payloads: dict[str, dict], concurre
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", help="checkpoint to serve (default: a random-weight V1 made here)")
+    p.add_argument("--weights", help="checkpoint to serve (default: the bundled default weights)")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--warmup", type=int, default=5, help="requests of every kind before the 'before' figures")
@@ -168,15 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cevit-soak-") as tmp:
         tmp_path = Path(tmp)
         payloads = _payloads(tmp_path)
-        weights = Path(args.weights) if args.weights else _random_checkpoint(tmp_path)
         uploads = tmp_path / "uploads"
         port = _free_port()
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}  # fmt: skip
         env.pop("CEVIT_API_KEY", None)
-        cmd = [sys.executable, "-m", "cevit.cli.serve", "--weights", str(weights), "--port", str(port),
+        cmd = [sys.executable, "-m", "cevit.cli.serve", "--port", str(port),
                "--workers", str(args.workers), "--queue-size", str(args.queue_size), "--tmp-dir", str(uploads),
                "--device", "cpu", "--log-level", "warning", "--max-upload-mb", "1"]  # fmt: skip
+        if args.weights:
+            cmd += ["--weights", str(args.weights)]
         server = subprocess.Popen(cmd, env=env)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
         "setup": {"requests": args.requests, "concurrency": args.concurrency, "workers": args.workers,
-                  "queue_size": args.queue_size, "weights": str(args.weights or "random V1")},
+                  "queue_size": args.queue_size, "weights": str(args.weights or "bundled default")},
         "requests": result["sent"],
         "statuses": dict(sorted(result["statuses"].items())),
         "by_kind": dict(sorted(result["by_kind"].items())),
