@@ -86,6 +86,44 @@ def _batches(base: str) -> dict | None:
     return httpx.get(base + "/v1/health", timeout=30).json().get("model_batches")
 
 
+def start_server(
+    *, workers: int, queue_size: int, uploads: Path, weights: str | None, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
+    """``python -m cevit.cli.serve`` on a free 127.0.0.1 port (CPU, this checkout's sources, no API key, the bundled
+    default weights unless ``weights``); returns the process and its base URL."""
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    env.pop("CEVIT_API_KEY", None)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "cevit.cli.serve", "--port", str(port), "--workers", str(workers),
+           "--queue-size", str(queue_size), "--tmp-dir", str(uploads), "--device", "cpu", "--log-level", "warning",
+           *extra]  # fmt: skip
+    if weights:
+        cmd += ["--weights", str(weights)]
+    return subprocess.Popen(cmd, env=env), f"http://127.0.0.1:{port}"
+
+
+def wait_ready(server: subprocess.Popen, base: str, *, who: str, limit: float = 180.0) -> float | None:
+    """Seconds until the server's ``/v1/health`` says the model is loaded; None (after printing why) when it exits
+    or is not ready within ``limit`` seconds."""
+    import httpx
+
+    t0 = time.monotonic()
+    while True:
+        if server.poll() is not None:
+            print(f"{who}: the server exited with code {server.returncode}", file=sys.stderr)
+            return None
+        try:
+            if httpx.get(base + "/v1/health", timeout=2).json().get("model_loaded"):
+                return time.monotonic() - t0
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - t0 > limit:
+            print(f"{who}: the server did not become ready in {limit:.0f} s", file=sys.stderr)
+            return None
+        time.sleep(0.25)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
@@ -159,35 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cevit-load-") as tmp:
         tmp_path = Path(tmp)
         uploads = tmp_path / "uploads"
-        port = _free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-        }
-        env.pop("CEVIT_API_KEY", None)
-        cmd = [sys.executable, "-m", "cevit.cli.serve", "--port", str(port),
-               "--workers", str(args.workers), "--queue-size", str(args.queue_size), "--tmp-dir", str(uploads),
-               "--device", "cpu", "--log-level", "warning"]  # fmt: skip
-        if args.weights:
-            cmd += ["--weights", str(args.weights)]
-        server = subprocess.Popen(cmd, env=env)
-        base = f"http://127.0.0.1:{port}"
+        server, base = start_server(workers=args.workers, queue_size=args.queue_size, uploads=uploads,
+                                    weights=args.weights)  # fmt: skip
         try:
-            t0 = time.monotonic()
-            while True:
-                if server.poll() is not None:
-                    print(f"load: the server exited with code {server.returncode}", file=sys.stderr)
-                    return 1
-                try:
-                    if httpx.get(base + "/v1/health", timeout=2).json().get("model_loaded"):
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() - t0 > 180:
-                    print("load: the server did not become ready in 180 s", file=sys.stderr)
-                    return 1
-                time.sleep(0.25)
-            startup_s = time.monotonic() - t0
+            startup_s = wait_ready(server, base, who="load")
+            if startup_s is None:
+                return 1
             httpx.post(base + "/v1/analyze", files={"file": (args.file.name, data)}, timeout=120)  # warm-up
             before = _rss_mib(server.pid)
             batches_before = _batches(base)

@@ -43,7 +43,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import ROOT, SAMPLE, _free_port  # noqa: E402
+from load import SAMPLE, start_server, wait_ready  # noqa: E402
 
 KINDS: tuple[tuple[str, int, int], ...] = (  # (kind, share in %, expected status)
     ("face", 10, 200), ("small", 35, 200), ("video", 5, 200), ("garbage", 15, 415), ("truncated", 10, 422),
@@ -163,38 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = p.parse_args(argv)
 
-    import httpx
-
     with tempfile.TemporaryDirectory(prefix="cevit-soak-") as tmp:
         tmp_path = Path(tmp)
         payloads = _payloads(tmp_path)
         uploads = tmp_path / "uploads"
-        port = _free_port()
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-        env.pop("CEVIT_API_KEY", None)
-        cmd = [sys.executable, "-m", "cevit.cli.serve", "--port", str(port),
-               "--workers", str(args.workers), "--queue-size", str(args.queue_size), "--tmp-dir", str(uploads),
-               "--device", "cpu", "--log-level", "warning", "--max-upload-mb", "1"]  # fmt: skip
-        if args.weights:
-            cmd += ["--weights", str(args.weights)]
-        server = subprocess.Popen(cmd, env=env)
-        base = f"http://127.0.0.1:{port}"
+        server, base = start_server(workers=args.workers, queue_size=args.queue_size, uploads=uploads,
+                                    weights=args.weights, extra=("--max-upload-mb", "1"))  # fmt: skip
         try:
-            t0 = time.monotonic()
-            while True:
-                if server.poll() is not None:
-                    print(f"soak: the server exited with code {server.returncode}", file=sys.stderr)
-                    return 1
-                try:
-                    if httpx.get(base + "/v1/health", timeout=2).json().get("model_loaded"):
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() - t0 > 180:
-                    print("soak: the server did not become ready in 180 s", file=sys.stderr)
-                    return 1
-                time.sleep(0.25)
+            if wait_ready(server, base, who="soak") is None:
+                return 1
             started = _proc(server.pid)
             warm_kinds = [kind for kind, _s, _st in KINDS for _ in range(args.warmup)]
             # at the soak's concurrency, so that thread pools (anyio's, for uploads) reach their working size first
