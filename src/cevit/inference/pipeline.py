@@ -745,7 +745,9 @@ def load_model(
                         "detector_factor": det.factor, "detector_max_side": det.max_side}  # fmt: skip
     detector_options.update(options)
     if backend == "onnxruntime" and not onnx_file:
-        model = _onnx_model_of(model, device=_onnx_device(device))
+        from cevit.models.onnx import runtime_model_of
+
+        model = runtime_model_of(model, device=_onnx_device(device))  # exported once per weights file (cached)
     return Detector(model=model, device=device,
                     options=AnalyzeOptions(num_frames=num_frames, rule=agg, precision=precision, **detector_options),
                     name=resolved.display, checkpoint_path=path, weights_tag=weights_tag,
@@ -764,10 +766,3 @@ def _onnx_device(device: str | torch.device) -> str:
         except ImportError:
             return "cpu"
     return str(dev)
-
-
-def _onnx_model_of(model: CrossEfficientViT, *, device: str) -> OnnxRuntimeModel:
-    """``model`` exported to ONNX (cached, see :func:`cevit.models.onnx.runtime_model_of`) and run by ONNX Runtime."""
-    from cevit.models.onnx import runtime_model_of
-
-    return runtime_model_of(model, device=device)
